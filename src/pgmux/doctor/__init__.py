@@ -1,1 +1,1 @@
-"""pgmux.doctor."""
+"""Connection diagnostics: collect facts (the only I/O), judge them with pure rules, report."""

@@ -1,0 +1,88 @@
+"""Runs one pooler process: loads the config, starts the Pooler with its extras (admin console,
+metrics), handles signals, pidfile and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from pgmux.config import Config
+from pgmux.proxy.pooler import Pooler
+
+log = logging.getLogger("pgmux")
+
+# NOTE: extensions (admin console, metrics, ...) register here: each gets the pooler once it is
+# built and returns an optional coroutine function to run at shutdown.
+EXTENSIONS: list[Callable[[Pooler], Any]] = []
+
+
+def _load_extensions() -> None:
+    if EXTENSIONS:
+        return
+    for name in ("pgmux.admin", "pgmux.stats.prometheus", "pgmux.stats.period"):
+        try:
+            module = __import__(name, fromlist=["install"])
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        install = getattr(module, "install", None)
+        if install is not None:
+            EXTENSIONS.append(install)
+
+
+def write_pidfile(path: str) -> None:
+    if not path:
+        return
+    with open(path, "w") as f:
+        f.write(f"{os.getpid()}\n")
+
+
+def remove_pidfile(path: str) -> None:
+    if path:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+async def serve(config: Config, *, ready: Callable[[Pooler], None] | None = None,
+                reload: Callable[[], Config] | None = None) -> int:
+    """Run the pooler until a shutdown signal; returns the exit code."""
+    _load_extensions()
+    pooler = Pooler(config)
+    cleanups: list[Any] = []
+    for install in EXTENSIONS:
+        result = install(pooler)
+        if result is not None:
+            cleanups.append(result)
+    await pooler.start()
+    write_pidfile(config.settings.pidfile)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    pooler.stop_event = stop  # type: ignore[attr-defined]
+    handlers = getattr(pooler, "signal_handlers", None)
+    if handlers is None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    else:
+        for sig, handler in handlers(stop, reload).items():
+            loop.add_signal_handler(sig, handler)
+    if ready is not None:
+        ready(pooler)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1,
+                    signal.SIGUSR2, signal.SIGQUIT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+        for cleanup in cleanups:
+            with contextlib.suppress(Exception):
+                await cleanup()
+        await pooler.close()
+        remove_pidfile(config.settings.pidfile)
+    return 0

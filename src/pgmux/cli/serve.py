@@ -1,0 +1,120 @@
+"""`pgmux serve`: run the pooler from a pgbouncer.ini, a DATABASE_URL, or an embedded
+throwaway PostgreSQL when given neither."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+from pgmux.config import Config, ConfigError, config_from_url, load_config
+from pgmux.log import setup_logging
+
+log = logging.getLogger("pgmux")
+
+
+def register(sub: Any) -> None:
+    from pgmux.cli.main import version_line
+
+    p = sub.add_parser(
+        "serve",
+        help="run the pooler (PgBouncer-compatible)",
+        description=(
+            "Run the pooler. With CONFIG, read PgBouncer's pgbouncer.ini format. Without it, "
+            "pool DATABASE_URL (or --url). With neither, start a throwaway embedded "
+            "PostgreSQL (max_connections=20) and serve it on 127.0.0.1:6432 in transaction "
+            "mode."),
+    )
+    p.add_argument("config", nargs="?", help="pgbouncer.ini-style config file")
+    p.add_argument("--url", help="PostgreSQL URL to pool (default: $DATABASE_URL)")
+    p.add_argument("--listen-addr", default="127.0.0.1", help="URL/embedded mode: address")
+    p.add_argument("--port", type=int, default=6432, help="URL/embedded mode: port (6432)")
+    p.add_argument("--pool-mode", default="transaction",
+                   choices=("session", "transaction", "statement"),
+                   help="URL/embedded mode: pool mode (transaction)")
+    p.add_argument("--pool-size", type=int, default=20, help="URL/embedded mode: pool size")
+    p.add_argument("-d", "--daemon", action="store_true", help="run in the background")
+    p.add_argument("-q", "--quiet", action="store_true", help="no logging to stderr")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    p.add_argument("-u", "--user", help="switch to this user at start (when root)")
+    p.add_argument("-V", "--version", action="version", version=version_line())
+    p.set_defaults(func=run_serve)
+
+
+def build_config(args: argparse.Namespace, url: str | None) -> Config:
+    if args.config:
+        return load_config(args.config)
+    assert url is not None
+    return config_from_url(url, listen_addr=args.listen_addr, listen_port=args.port,
+                           pool_mode=args.pool_mode, default_pool_size=args.pool_size)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from pgmux import runtime
+    from pgmux.app import serve
+
+    url = args.url or (None if args.config else os.environ.get("DATABASE_URL"))
+    embedded: Any = None
+    try:
+        if not args.config and not url:
+            from pgmux.embedded import EmbeddedPostgres
+
+            print("pgmux: starting an embedded PostgreSQL (max_connections=20) ...",
+                  file=sys.stderr)
+            embedded = EmbeddedPostgres(max_connections=20).start()
+            url = embedded.url
+        config = build_config(args, url)
+    except ConfigError as exc:
+        print(f"pgmux: {exc}", file=sys.stderr)
+        if embedded is not None:
+            embedded.cleanup()
+        return 1
+    setup_logging(config.settings.logfile or None, verbose=args.verbose, quiet=args.quiet)
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    if args.user and os.geteuid() == 0:
+        import pwd
+
+        pw = pwd.getpwnam(args.user)
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+    if args.daemon:
+        _daemonize()
+
+    def ready(_pooler: Any) -> None:
+        s = config.settings
+        if embedded is not None or not args.config:
+            host = s.listen_addr.split(",")[0].strip() or "127.0.0.1"
+            host = "127.0.0.1" if host == "*" else host
+            db = next((n for n in config.databases if n != "*"), "postgres")
+            print(f"pgmux: pooling {'embedded PostgreSQL ' if embedded else ''}"
+                  f"in {s.pool_mode} mode; connect to postgresql://postgres@{host}:"
+                  f"{s.listen_port}/{db}", file=sys.stderr, flush=True)
+            print(f"postgresql://postgres@{host}:{s.listen_port}/{db}", flush=True)
+
+    def reload() -> Config:
+        return build_config(args, url)
+
+    try:
+        return runtime.run(serve(config, ready=ready, reload=reload))
+    except KeyboardInterrupt:
+        return 0
+    except OSError as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        if embedded is not None:
+            embedded.cleanup()
+
+
+def _daemonize() -> None:
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)

@@ -1,0 +1,501 @@
+"""Pure rules that turn a server's facts into findings and advice: no I/O, no clock."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pgmux.doctor.facts import Endpoints, ServerFacts, Session
+from pgmux.doctor.plan import POOLER_SHARE, auto_pool_size
+from pgmux.doctor.units import format_duration
+
+Severity = Literal["info", "warning", "critical"]
+Status = Literal["ok", "warning", "critical"]
+
+SEVERITY_RANK: Mapping[Severity, int] = {"info": 0, "warning": 1, "critical": 2}
+EXIT_CODES: Mapping[Status, int] = {"ok": 0, "warning": 1, "critical": 2}
+LOCAL_SOCKET = "local socket"  # how a Unix-socket client (client_addr NULL) is named
+POOLER_NAMES = ("pgbouncer", "pgmux", "pgcat", "pgdog", "odyssey", "pgpool")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What the rules call too many or too long; the doctor's flags set them."""
+
+    idle: float = 300.0  # seconds idle before a connection counts as a likely leak
+    idle_in_transaction: float = 30.0  # seconds idle inside a transaction before it is reported
+    long_query: float = 60.0  # seconds a query may run before it is reported
+    near_limit: float = 0.80  # share of a limit in use that earns a warning
+    at_limit: float = 0.95  # ... and a critical
+    idle_group_warning: int = 5  # idle sessions in one group that make it a warning, not info
+    many_per_client: int = 10  # sessions from one client address that suggest no pool there
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing the doctor noticed; `evidence` is plain JSON-able data."""
+
+    code: str
+    severity: Severity
+    message: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "severity": self.severity,
+            "message": self.message,
+            "evidence": dict(self.evidence),
+        }
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Findings, the advice drawn from them, and the overall status."""
+
+    findings: tuple[Finding, ...]
+    advice: tuple[str, ...]
+
+    @property
+    def status(self) -> Status:
+        worst = max((SEVERITY_RANK[f.severity] for f in self.findings), default=0)
+        statuses: tuple[Status, ...] = ("ok", "warning", "critical")
+        return statuses[worst]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.status]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "findings": [f.to_json() for f in self.findings],
+            "advice": list(self.advice),
+            "status": self.status,
+        }
+
+
+def _ladder(share: float, t: Thresholds) -> Severity:
+    if share >= t.at_limit:
+        return "critical"
+    if share >= t.near_limit:
+        return "warning"
+    return "info"
+
+
+def _client(session: Session) -> str:
+    return session.client_addr or LOCAL_SOCKET
+
+
+def _group_key(session: Session) -> tuple[str, str, str]:
+    return (session.application_name, session.user or "?", _client(session))
+
+
+def _grouped(sessions: Iterable[Session]) -> dict[tuple[str, str, str], list[Session]]:
+    groups: dict[tuple[str, str, str], list[Session]] = defaultdict(list)
+    for session in sessions:
+        groups[_group_key(session)].append(session)
+    # NOTE: biggest group first: it is the likeliest culprit and the one a reader should see.
+    return dict(sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])))
+
+
+def _app_label(application_name: str) -> str:
+    return repr(application_name) if application_name else "an unnamed application"
+
+
+# --- the rules: each takes facts and thresholds and returns its findings ---------------------
+
+
+def connection_usage(facts: ServerFacts, t: Thresholds) -> list[Finding]:
+    """All client backends against max_connections minus every reserved slot."""
+    limits = facts.limits
+    used = len(facts.sessions)
+    usable = limits.usable
+    share = used / usable if usable else 1.0
+    severity = _ladder(share, t)
+    if severity == "info":
+        return []
+    code = "connections-at-limit" if severity == "critical" else "connections-near-limit"
+    return [
+        Finding(
+            code,
+            severity,
+            f"{used} of {usable} usable connections in use ({share:.0%}); new connections "
+            + ("are about to be refused" if severity == "critical" else "will soon be refused"),
+            {
+                "used": used,
+                "usable": usable,
+                "max_connections": limits.max_connections,
+                "reserved": limits.reserved_total,
+                "share": round(share, 3),
+            },
+        )
+    ]
+
+
+def idle_connections(facts: ServerFacts, t: Thresholds) -> list[Finding]:
+    """Connections idle longer than the threshold, grouped by application, user and client."""
+    at = facts.collected_at
+    idle = [
+        s for s in facts.others if s.state == "idle" and (s.state_duration(at) or 0.0) >= t.idle
+    ]
+    findings = []
+    usable = facts.limits.usable or 1
+    for (app, user, client), group in _grouped(idle).items():
+        longest = max(s.state_duration(at) or 0.0 for s in group)
+        big = len(group) >= t.idle_group_warning or len(group) * 10 >= usable
+        findings.append(
+            Finding(
+                "idle-connections",
+                "warning" if big else "info",
+                f"{len(group)} connection(s) from {_app_label(app)} (user {user}, {client}) "
+                + (f"idle for more than {format_duration(t.idle)}" if t.idle > 0 else "idle")
+                + f" (longest {format_duration(longest)}): "
+                + ("a likely connection leak" if big else "held but unused"),
+                {
+                    "application_name": app,
+                    "user": user,
+                    "client_addr": client,
+                    "count": len(group),
+                    "longest_idle": round(longest, 3),
+                    "pids": [s.pid for s in group],
+                },
+            )
+        )
+    return findings
+
+
+def idle_in_transaction(facts: ServerFacts, t: Thresholds) -> list[Finding]:
+    """Sessions idle inside an open transaction: they hold locks and a slot, no pool can help."""
+    at = facts.collected_at
+    stuck = [
+        s
+        for s in facts.others
+        if s.is_idle_in_transaction and (s.state_duration(at) or 0.0) >= t.idle_in_transaction
+    ]
+    findings = []
+    for (app, user, client), group in _grouped(stuck).items():
+        oldest = max(s.xact_age(at) or 0.0 for s in group)
+        findings.append(
+            Finding(
+                "idle-in-transaction",
+                "warning",
+                f"{len(group)} session(s) from {_app_label(app)} (user {user}, {client}) idle "
+                f"in transaction (oldest transaction {format_duration(oldest)}): they hold "
+                "locks and a connection until they commit or roll back",
+                {
+                    "application_name": app,
+                    "user": user,
+                    "client_addr": client,
+                    "count": len(group),
+                    "oldest_transaction": round(oldest, 3),
+                    "pids": [s.pid for s in group],
+                    "states": sorted({s.state or "" for s in group}),
+                },
+            )
+        )
+    return findings
+
+
+def long_running_queries(facts: ServerFacts, t: Thresholds) -> list[Finding]:
+    """Queries active for longer than the threshold."""
+    at = facts.collected_at
+    running = sorted(
+        (
+            s
+            for s in facts.others
+            if s.state == "active" and (s.query_age(at) or 0.0) >= t.long_query
+        ),
+        key=lambda s: -(s.query_age(at) or 0.0),
+    )
+    if not running:
+        return []
+    longest = running[0].query_age(at) or 0.0
+    return [
+        Finding(
+            "long-running-query",
+            "warning",
+            f"{len(running)} quer{'y' if len(running) == 1 else 'ies'} running for more than "
+            f"{format_duration(t.long_query)} (longest {format_duration(longest)}, "
+            f"pid {running[0].pid})",
+            {
+                "count": len(running),
+                "queries": [
+                    {
+                        "pid": s.pid,
+                        "application_name": s.application_name,
+                        "user": s.user,
+                        "seconds": round(s.query_age(at) or 0.0, 3),
+                        "wait_event": s.wait_event,
+                        "query": " ".join(s.query.split())[:200],
+                    }
+                    for s in running[:10]
+                ],
+            },
+        )
+    ]
+
+
+def role_limits(facts: ServerFacts, t: Thresholds) -> list[Finding]:
+    """Role connection limits (rolconnlimit) lower than the server's: they bite first."""
+    usable = facts.limits.usable
+    findings = []
+    for role in facts.role_limits:
+        if role.limit >= usable:
+            continue  # NOTE: the server runs out before this role does
+        share = role.connections / role.limit if role.limit else 1.0
+        severity = _ladder(share, t)
+        findings.append(
+            Finding(
+                "role-limit",
+                severity,
+                f"role {role.role} may open {role.limit} connection(s) (CONNECTION LIMIT), "
+                f"fewer than the server's {usable}; it has {role.connections} now",
+                {"role": role.role, "limit": role.limit, "connections": role.connections},
+            )
+        )
+    return findings
+
+
+def database_limits(facts: ServerFacts, t: Thresholds) -> list[Finding]:
+    """Database connection limits (datconnlimit) lower than the server's: they bite first."""
+    usable = facts.limits.usable
+    findings = []
+    for db in facts.database_limits:
+        if db.limit >= usable:
+            continue
+        share = db.connections / db.limit if db.limit else 1.0
+        findings.append(
+            Finding(
+                "database-limit",
+                _ladder(share, t),
+                f"database {db.database} accepts {db.limit} connection(s) (CONNECTION LIMIT), "
+                f"fewer than the server's {usable}; it has {db.connections} now",
+                {"database": db.database, "limit": db.limit, "connections": db.connections},
+            )
+        )
+    return findings
+
+
+def many_from_one_client(facts: ServerFacts, t: Thresholds) -> list[Finding]:
+    """Many sessions from one client address: a process that opens connections without a pool."""
+    by_client: dict[str, list[Session]] = defaultdict(list)
+    for session in facts.others:
+        by_client[_client(session)].append(session)
+    findings = []
+    for client, group in sorted(by_client.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        if len(group) < t.many_per_client:
+            continue
+        apps: dict[str, int] = defaultdict(int)
+        for session in group:
+            apps[session.application_name] += 1
+        pooler = all(any(p in app.lower() for p in POOLER_NAMES) for app in apps if app)
+        findings.append(
+            Finding(
+                "many-connections-from-one-client",
+                "info" if pooler and "" not in apps else "warning",
+                f"{len(group)} connections from {client}: a process without a pool, or a pool "
+                "sized too large for this server",
+                {
+                    "client_addr": client,
+                    "count": len(group),
+                    "applications": dict(sorted(apps.items(), key=lambda kv: -kv[1])),
+                },
+            )
+        )
+    return findings
+
+
+def pooler_in_front(facts: ServerFacts, t: Thresholds) -> list[Finding]:
+    """Whether the doctor's own connection went through a pooler or another relay."""
+    if facts.endpoints is None:
+        return []
+    guess = detect_pooler(facts.endpoints)
+    if guess.kind == "none":
+        return []
+    what = "a transaction-mode pooler" if guess.kind == "pooler" else "a relay (pooler or proxy)"
+    return [
+        Finding(
+            "pooler-in-front",
+            "info",
+            f"this URL seems to reach PostgreSQL through {what}: " + "; ".join(guess.signals),
+            guess.to_json(),
+        )
+    ]
+
+
+Rule = Callable[[ServerFacts, Thresholds], list[Finding]]
+
+# NOTE: the order here is the order findings are reported in.
+RULES: tuple[tuple[str, Rule], ...] = (
+    ("connection-usage", connection_usage),
+    ("idle-connections", idle_connections),
+    ("idle-in-transaction", idle_in_transaction),
+    ("long-running-query", long_running_queries),
+    ("role-limit", role_limits),
+    ("database-limit", database_limits),
+    ("many-connections-from-one-client", many_from_one_client),
+    ("pooler-in-front", pooler_in_front),
+)
+
+
+# --- the pooler heuristic --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolerGuess:
+    """`pooler` (statements moved between backends), `relay` (something in between) or `none`."""
+
+    kind: Literal["pooler", "relay", "none"]
+    signals: tuple[str, ...] = ()
+
+    @property
+    def detected(self) -> bool:
+        return self.kind != "none"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"detected": self.detected, "kind": self.kind, "signals": list(self.signals)}
+
+
+def _plain_addr(addr: str | None) -> str | None:
+    if addr is not None and addr.startswith("::ffff:"):
+        return addr[len("::ffff:") :]  # NOTE: an IPv4 peer seen on an IPv6 socket
+    return addr
+
+
+def detect_pooler(e: Endpoints) -> PoolerGuess:
+    """Guess whether a pooler or proxy sits between the doctor and PostgreSQL.
+
+    A normal connection cannot ask "are you a pooler?", so compare both ends of it:
+    1. pg_backend_pid() differs between transactions: a transaction-mode pooler (certain);
+    2. we dialled TCP but the server sees a Unix-socket client: a local relay (certain);
+    3. the server sees our connection coming from another address:port than our socket's own:
+       a pooler, a proxy, or NAT (e.g. a container port mapping);
+    4. the port in the URL is not the port the server listens on (inet_server_port());
+    5. the server saw another application_name than the one we sent.
+    Signals 1-2 alone make it a pooler/relay; of 3-5 it takes two (one is often a port mapping).
+    """
+    strong: list[str] = []
+    weak: list[str] = []
+    if len(e.backend_pids) > 1:
+        strong.append(
+            f"pg_backend_pid() changed between transactions ({', '.join(map(str, e.backend_pids))})"
+        )
+    tcp = e.local_port is not None
+    if tcp and e.server_port is None and e.seen_client_port is None:
+        strong.append("connected over TCP but the server sees a Unix-socket client")
+    elif tcp and e.seen_client_port is not None:
+        ours = (_plain_addr(e.local_addr), e.local_port)
+        seen = (_plain_addr(e.seen_client_addr), e.seen_client_port)
+        if ours != seen:
+            weak.append(
+                f"the server sees this connection from {seen[0]}:{seen[1]}, "
+                f"it left from {ours[0]}:{ours[1]}"
+            )
+    if e.dialled_port is not None and e.server_port is not None and e.dialled_port != e.server_port:
+        weak.append(f"URL port {e.dialled_port}, server port {e.server_port}")
+    if e.seen_application_name is not None and e.seen_application_name != e.sent_application_name:
+        weak.append(
+            f"application_name {e.sent_application_name!r} arrived as {e.seen_application_name!r}"
+        )
+    if len(e.backend_pids) > 1:
+        return PoolerGuess("pooler", tuple(strong + weak))
+    if strong or len(weak) >= 2:
+        return PoolerGuess("relay", tuple(strong + weak))
+    return PoolerGuess("none", tuple(weak))
+
+
+# --- advice and the whole diagnosis ----------------------------------------------------------
+
+
+def advise(facts: ServerFacts, findings: Iterable[Finding]) -> list[str]:
+    """Concrete next steps drawn from the facts and the findings."""
+    by_code: dict[str, list[Finding]] = defaultdict(list)
+    for finding in findings:
+        by_code[finding.code].append(finding)
+    limits = facts.limits
+    budget = auto_pool_size(
+        limits.max_connections, limits.reserved_total, limits.role_limit, limits.db_limit
+    )
+    advice: list[str] = []
+    if "connections-at-limit" in by_code:
+        advice.append(
+            "Free slots now: `pgmux killall URL --idle --idle-for 10m --dry-run` lists idle "
+            "sessions to end (then run it with --yes); then fix the cause below."
+        )
+    leaks = [f for f in by_code["idle-connections"] if f.severity != "info"]
+    crowded = [f for f in by_code["many-connections-from-one-client"] if f.severity != "info"]
+    pooled = "pooler-in-front" in by_code
+    if leaks:
+        names = ", ".join(sorted({_app_label(f.evidence["application_name"]) for f in leaks}))
+        advice.append(
+            f"Look for the leak in {names}: connections opened per request or job and never "
+            "returned; as a safety net, end idle sessions server-side with "
+            "ALTER ROLE <role> SET idle_session_timeout = '10min' (PostgreSQL 14+)."
+        )
+    if (leaks or crowded or "connections-near-limit" in by_code) and not pooled:
+        advice.append(
+            "Put pgmux between the applications and PostgreSQL in transaction mode "
+            f"(pool_mode = transaction, default_pool_size = {budget}, max_client_conn = 1000): "
+            "idle application connections then cost no server slot. Run one pgmux per app host "
+            "(sidecar; split the pool size between hosts) or one central pgmux next to the "
+            "database. Use session mode only for clients that need session state (SET, "
+            "advisory locks, LISTEN, WITH HOLD cursors)."
+        )
+    if pooled:
+        advice.append(
+            "A pooler seems to be in front already: keep its server side at "
+            f"{budget} connection(s) or fewer ({POOLER_SHARE:.0%} of the usable "
+            f"{limits.usable}) and point every application at it, not at PostgreSQL."
+        )
+    if by_code["idle-in-transaction"]:
+        names = ", ".join(
+            sorted(
+                {_app_label(f.evidence["application_name"]) for f in by_code["idle-in-transaction"]}
+            )
+        )
+        advice.append(
+            f"Commit or roll back before waiting on anything else in {names} (no network calls "
+            "or user input inside a transaction); set "
+            "ALTER ROLE <role> SET idle_in_transaction_session_timeout = '60s' so that a stuck "
+            "transaction releases its locks. A pooler cannot reuse a connection that stays in "
+            "a transaction."
+        )
+    if by_code["long-running-query"]:
+        advice.append(
+            "Bound query time with ALTER ROLE <role> SET statement_timeout = '30s' (longer for "
+            "batch roles) and look at the slow queries with EXPLAIN (ANALYZE, BUFFERS)."
+        )
+    for finding in by_code["role-limit"] + by_code["database-limit"]:
+        limit = int(finding.evidence["limit"])
+        size = auto_pool_size(limits.max_connections, limits.reserved_total, limit, None)
+        who = finding.evidence.get("role") or finding.evidence.get("database")
+        kind = "role" if finding.code == "role-limit" else "database"
+        advice.append(
+            f"{kind.capitalize()} {who} hits its CONNECTION LIMIT {limit} before the server "
+            f"does: keep the pools for it at {size} connection(s) in total."
+        )
+    if crowded:
+        clients = ", ".join(str(f.evidence["client_addr"]) for f in crowded)
+        advice.append(
+            f"Give the processes on {clients} a connection pool with a fixed size, "
+            "or run pgmux on that host and point them at it."
+        )
+    advice.append(
+        f"Size all application pools together at {budget} connection(s) or fewer "
+        f"({POOLER_SHARE:.0%} of the {limits.usable} usable = max_connections "
+        f"{limits.max_connections} - reserved {limits.reserved_total}); leave the rest for "
+        "migrations, consoles and monitoring. `pgmux plan --limit "
+        f"{limits.usable} ...` checks a deployment."
+    )
+    return advice
+
+
+def diagnose(facts: ServerFacts, thresholds: Thresholds | None = None) -> Diagnosis:
+    """Run every rule in RULES over the facts, then derive the advice."""
+    t = thresholds or Thresholds()
+    findings: list[Finding] = []
+    for _name, rule in RULES:
+        findings.extend(rule(facts, t))
+    return Diagnosis(tuple(findings), tuple(advise(facts, findings)))

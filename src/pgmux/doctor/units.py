@@ -1,0 +1,66 @@
+"""Parse and format the durations and byte sizes that the doctor's commands read and print."""
+
+from __future__ import annotations
+
+import re
+
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `30s`, `30m`, `2h`, `1d`, `1h30m` or a bare number of seconds.
+
+    Raises ValueError with a message fit for a command line.
+    """
+    cleaned = text.strip().lower()
+    if not cleaned:
+        raise ValueError("empty duration")
+    try:
+        seconds = float(cleaned)
+    except ValueError:
+        pass
+    else:
+        if seconds < 0:
+            raise ValueError(f"negative duration: {text!r}")
+        return seconds
+    position = 0
+    total = 0.0
+    for match in _PART.finditer(cleaned):
+        if match.start() != position:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    if position != len(cleaned):
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 30m, 2h, 1d)")
+    return total
+
+
+def format_duration(seconds: float | None) -> str:
+    """A short human duration: `850ms`, `42s`, `5m03s`, `2h10m`, `3d04h`; `-` when unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 0:
+        seconds = 0.0
+    if seconds < 1:
+        return f"{int(seconds * 1000)}ms"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def format_bytes(size: int | None) -> str:
+    """Bytes as `7.5 MB` (powers of 1024, PostgreSQL's pg_size_pretty names); `-` when unknown."""
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")

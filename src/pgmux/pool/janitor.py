@@ -1,0 +1,81 @@
+"""Periodic maintenance, run a few times a second: every timeout, min_pool_size, the reserve
+pool, and launches for waiting clients. No timers are armed per query."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pgmux.pool.core import ClientState
+
+if TYPE_CHECKING:
+    from pgmux.proxy.pooler import Pooler
+
+_STATUS_I = 73
+
+
+def run_janitor(pooler: Pooler, now: float) -> None:
+    s = pooler.settings
+    users = pooler.config.users
+    # Clients still logging in.
+    if s.client_login_timeout:
+        for client in [c for c in pooler.clients if c.client_state is ClientState.LOGIN]:
+            if client.admin is None and now - client.connect_time > s.client_login_timeout:
+                client.fatal("client_login_timeout")
+    for pool in list(pooler.pools.values()):
+        core = pool.core
+        user_conf = users.get(pool.user)
+        # Waiting clients: query_wait_timeout.
+        wait_timeout = s.query_wait_timeout
+        if core.waiting and wait_timeout:
+            for client in [c for c in core.waiting if now - c.wait_start > wait_timeout]:
+                client.fatal("query_wait_timeout")
+        # Idle clients: client_idle_timeout.
+        idle_timeout = (user_conf.client_idle_timeout if user_conf and
+                        user_conf.client_idle_timeout else 0) or s.client_idle_timeout
+        if idle_timeout:
+            for client in [c for c in core.clients if c.server is None and
+                           now - c.request_time > idle_timeout]:
+                client.fatal("client_idle_timeout")
+        # Linked servers: query_timeout and idle_transaction_timeout.
+        query_timeout = (user_conf.query_timeout if user_conf and user_conf.query_timeout
+                         else 0) or s.query_timeout
+        idle_tx = (user_conf.idle_transaction_timeout if user_conf and
+                   user_conf.idle_transaction_timeout else 0) or s.idle_transaction_timeout
+        if query_timeout or idle_tx:
+            for server in list(core.active):
+                client = server.link
+                if client is None:
+                    continue
+                ls = server.link_state
+                busy = ls.outstanding > 0 or ls.copy_in
+                if busy and query_timeout and server.query_start and \
+                        now - server.query_start > query_timeout:
+                    server.disconnect("query timeout")
+                    client.fatal("query timeout")
+                elif not busy and idle_tx and ls.status != _STATUS_I and \
+                        now - client.request_time > idle_tx:
+                    server.disconnect("idle transaction timeout")
+                    client.fatal("idle transaction timeout")
+        # Idle servers: lifetime and idle timeout (keeping min_pool_size).
+        lifetime = s.server_lifetime
+        server_idle = s.server_idle_timeout
+        if core.idle and (lifetime or server_idle):
+            keep = core.limits.min_pool_size
+            for server in list(core.idle):
+                if server_idle and now - server.request_time > server_idle and \
+                        core.server_count > keep:
+                    server.disconnect("server idle timeout")
+                elif lifetime and now - server.connect_time >= lifetime:
+                    server.disconnect("server lifetime over")
+        # Servers stuck logging in.
+        if core.login and s.server_connect_timeout:
+            for server in list(core.login):
+                if now - server.connect_time > s.server_connect_timeout:
+                    server.login_failed("connect timeout")
+        # Launch what waiters, the reserve pool or min_pool_size call for.
+        if not pooler.paused and not pool.disabled:
+            if core.waiting:
+                pooler.launch_needed(pool)
+            elif core.limits.min_pool_size and core.server_count < core.limits.min_pool_size \
+                    and (core.clients or pool.welcome is not None):
+                pooler.launch_needed(pool)

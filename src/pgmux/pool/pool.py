@@ -1,0 +1,62 @@
+"""One (database, user) pool as the running pooler sees it: the synchronous core plus its
+server login identity, welcome parameters, login-failure memory and counters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pgmux.pool.core import PoolCore, PoolLimits
+from pgmux.stats.counters import Counters
+
+
+class Pool:
+    """State of one pool; the pooler makes the decisions that need the loop."""
+
+    def __init__(
+        self,
+        name: str,
+        user: str,
+        *,
+        host: str | None,
+        port: int,
+        dbname: str,
+        server_user: str,
+        server_password: str | None,
+        pool_mode: str,
+        limits: PoolLimits,
+        connect_query: str | None = None,
+        startup: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name                  # database name as clients see it
+        self.user = user                  # client login user
+        self.host = host
+        self.port = port
+        self.dbname = dbname              # database name on the server
+        self.server_user = server_user
+        self.server_password = server_password
+        self.pool_mode = pool_mode
+        self.connect_query = connect_query
+        self.extra_startup = dict(startup or {})
+        self.core: PoolCore[Any, Any] = PoolCore(limits)
+        self.welcome: dict[str, str] | None = None   # ParameterStatus set from the first login
+        self.welcome_waiters: list[Callable[[str | None], None]] = []
+        self.last_login_failed = 0.0      # monotonic time of the last failed login, 0 if none
+        self.last_login_error = ""
+        self.last_login_sqlstate = "08P01"
+        self.stats = Counters()
+        self.disabled = False
+        self.scram_keys: Any = None       # a client's SCRAM keys, to log in with a verifier
+        self.close_needed_generation = 0
+
+    @property
+    def limits(self) -> PoolLimits:
+        return self.core.limits
+
+    def startup_params(self) -> dict[str, str]:
+        params = {"user": self.server_user, "database": self.dbname}
+        params.update(self.extra_startup)
+        return params
+
+    def __repr__(self) -> str:
+        return f"<Pool {self.name}/{self.user}>"

@@ -1,0 +1,120 @@
+"""Message framing without I/O: a whole-message framer and a cut-through scanner that reads
+only 5-byte headers and the bodies of the few message types a decision depends on."""
+
+from __future__ import annotations
+
+from pgmux.protocol.messages import HEADER, ProtocolError
+
+_unpack_header = HEADER.unpack_from
+
+# NOTE: PostgreSQL caps a message at 1 GB; a length below 4 can never be valid.
+MAX_MESSAGE = 0x40000000
+
+
+class Framer:
+    """Collects bytes and hands out runs of complete messages.
+
+    `feed` returns the contiguous bytes of every complete message now available together with
+    (type, start, end) offsets into them. When nothing is buffered and the data holds only whole
+    messages, the input object itself is returned, so the common case copies nothing.
+    """
+
+    __slots__ = ("_buf", "max_message")
+
+    def __init__(self, max_message: int = MAX_MESSAGE) -> None:
+        self._buf = bytearray()
+        self.max_message = max_message
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> tuple[bytes, list[tuple[int, int, int]]]:
+        if self._buf:
+            self._buf += data
+            data = bytes(self._buf)
+            self._buf.clear()
+        n = len(data)
+        pos = 0
+        out: list[tuple[int, int, int]] = []
+        max_message = self.max_message
+        while pos + 5 <= n:
+            t, length = _unpack_header(data, pos)
+            if length < 4 or length > max_message:
+                raise ProtocolError(f"invalid message length {length} for type {chr(t)!r}")
+            end = pos + 1 + length
+            if end > n:
+                break
+            out.append((t, pos, end))
+            pos = end
+        if pos < n:
+            self._buf += data[pos:] if pos else data
+            data = data[:pos]
+        return data, out
+
+
+class BackendScanner:
+    """Cut-through scanner for the server -> client stream.
+
+    Fast mode: bytes are released for forwarding as soon as they arrive; only messages whose type
+    is marked in `watch` are held until complete and reported as (type, message bytes). Whole
+    mode: every complete message is reported and nothing is released, so the caller can drop
+    some (answers to messages the pooler injected) and forward the rest itself.
+    """
+
+    __slots__ = ("_skip", "_tail", "watch", "whole")
+
+    def __init__(self, watch: bytes | bytearray) -> None:
+        self._skip = 0  # body bytes of an unwatched message still to pass through
+        self._tail = b""  # held-back start of a message (partial header or watched body)
+        self.watch = bytearray(256)  # NOTE: a byte table, so the hot loop does one index op
+        for t in watch:
+            self.watch[t] = 1
+        self.whole = False
+
+    @property
+    def at_boundary(self) -> bool:
+        """True when no message is partly seen: it is safe to switch modes or hand over."""
+        return not self._skip and not self._tail
+
+    def feed(self, data: bytes) -> tuple[bytes, list[tuple[int, bytes]]]:
+        """Returns (bytes to forward now, watched or - in whole mode - all complete messages)."""
+        events: list[tuple[int, bytes]] = []
+        skip = self._skip
+        if skip:
+            n = len(data)
+            if skip >= n:
+                self._skip = skip - n
+                return data, events
+            # NOTE: in whole mode an unwatched message started in fast mode still streams out.
+            self._skip = 0
+            head = data[:skip]
+            rest_out, events = self.feed(data[skip:])
+            return head + rest_out, events
+        if self._tail:
+            data = self._tail + data
+            self._tail = b""
+        n = len(data)
+        pos = 0
+        watch = self.watch
+        whole = self.whole
+        while pos + 5 <= n:
+            t, length = _unpack_header(data, pos)
+            if length < 4:
+                raise ProtocolError(f"invalid message length {length} from server")
+            end = pos + 1 + length
+            if whole or watch[t]:
+                if end > n:
+                    break
+                events.append((t, data[pos:end]))
+            elif end > n:
+                self._skip = end - n
+                pos = n
+                break
+            pos = end
+        if pos < n:
+            self._tail = data[pos:]
+            data = data[:pos]
+        if whole:
+            return b"", events
+        return data, events

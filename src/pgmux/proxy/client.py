@@ -1,0 +1,303 @@
+"""The client side of the proxy: one asyncio.Protocol per client connection, which runs the
+startup and authentication, then forwards whole client messages to its linked server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from enum import Enum
+from typing import TYPE_CHECKING, Any, cast
+
+from pgmux.pool.core import ClientState
+from pgmux.protocol import messages as m
+from pgmux.protocol.framing import Framer
+from pgmux.protocol.sql import changes_session
+
+if TYPE_CHECKING:
+    from pgmux.pool.pool import Pool
+    from pgmux.proxy.pooler import Pooler
+    from pgmux.proxy.server import ServerConnection
+
+log = logging.getLogger("pgmux")
+monotonic = time.monotonic
+
+_Q = m.F_QUERY
+_P = m.F_PARSE
+_X = m.F_TERMINATE
+_NEEDS_SERVER = bytearray(256)
+for _t in m.NEEDS_SERVER:
+    _NEEDS_SERVER[_t] = 1
+_STARTS_QUERY = bytearray(256)  # messages that begin server work when nothing is outstanding
+for _t in (m.F_QUERY, m.F_SYNC, m.F_FUNCTION_CALL, m.F_FLUSH):
+    _STARTS_QUERY[_t] = 1
+_STATUS_I = 73
+
+
+class Phase(Enum):
+    STARTUP = "startup"
+    AUTH = "auth"
+    WELCOME = "welcome"   # authenticated, waiting for the pool's first server login
+    READY = "ready"
+    CLOSED = "closed"
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client; linked to a server while it has work in flight (or for the session)."""
+
+    def __init__(self, pooler: Pooler) -> None:
+        self.pooler = pooler
+        self.phase = Phase.STARTUP
+        self.client_state = ClientState.LOGIN
+        self.wait_start = 0.0
+        self.transport: asyncio.Transport | None = None
+        self.framer = Framer()
+        self._startup_buf: bytearray | None = bytearray()
+        self.pool: Pool | None = None
+        self.server: ServerConnection | None = None
+        self.user = ""
+        self.dbname = ""
+        self.startup: dict[str, str] = {}
+        self.params: dict[str, str] = {}    # client-visible parameters this client wants
+        self.cancel_key = (0, 0)
+        self.addr = "unix"
+        self.port = 0
+        self.local_addr = ""
+        self.local_port = 0
+        now = monotonic()
+        self.connect_time = now
+        self.request_time = now
+        # whole messages (with their offsets) waiting for a server
+        self.pending: list[tuple[bytes, list[tuple[int, int, int]]]] = []
+        self.early: list[bytes] = []        # bytes that arrived before the welcome was sent
+        self.pending_needs_server = False
+        self.watch_session = False          # transaction/statement mode: look for SET & co
+        self.pool_mode = "session"
+        self.reading_paused = False
+        self.writing_paused = False
+        self.auth: Any = None
+        self.admin: Any = None              # the admin console session, for db "pgbouncer"
+        self.close_reason = ""
+        self.tls = False
+        self.auth_ok_sent = False
+        self.scram_keys: Any = None
+
+    def prefix(self) -> str:
+        return f"C-{id(self):#x}: {self.dbname or '(nodb)'}/{self.user or '(nouser)'}@" \
+               f"{self.addr}:{self.port}"
+
+    # ---- asyncio callbacks --------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # NOTE: uvloop's transports are not asyncio.Transport subclasses; same interface.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.addr, self.port = str(peer[0]), int(peer[1])
+        sock = transport.get_extra_info("sockname")
+        if isinstance(sock, tuple) and len(sock) >= 2:
+            self.local_addr, self.local_port = str(sock[0]), int(sock[1])
+        self.pooler.client_connected(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.phase is not Phase.READY:
+            self._not_ready(data)
+            return
+        self.request_time = monotonic()
+        try:
+            chunk, msgs = self.framer.feed(data)
+        except m.ProtocolError as exc:
+            self.fatal(str(exc))
+            return
+        if not msgs:
+            return
+        if self.pool is not None:
+            self.pool.stats.bytes_received += len(chunk)
+        if self.admin is not None:
+            self.admin.handle(chunk, msgs)
+            return
+        server = self.server
+        if server is not None and not self.pending:
+            self._forward(server, chunk, msgs)
+        else:
+            self._queue(chunk, msgs)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.phase is Phase.CLOSED:
+            return
+        reason = self.close_reason or "client unexpected eof"
+        self._closed(reason)
+
+    def pause_writing(self) -> None:
+        # NOTE: the client reads slower than its server answers: stop reading the server.
+        self.writing_paused = True
+        if self.server is not None:
+            self.server.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.server is not None:
+            self.server.resume_reading()
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and self.transport is not None:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    # ---- the hot path -------------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None:
+            transport.write(data)
+            pool = self.pool
+            if pool is not None:
+                pool.stats.bytes_sent += len(data)
+
+    def _forward(self, server: ServerConnection, chunk: bytes, msgs: list[tuple[int, int, int]]
+                 ) -> None:
+        ls = server.link_state
+        watch = self.watch_session and not server.dirty
+        for t, start, end in msgs:
+            if t == _X:
+                if start:
+                    server.send(chunk[:start])
+                self.disconnect("client close request", notify=False)
+                return
+            if watch and (t == _Q or t == _P) and self._session_sql(chunk, t, start, end):
+                server.dirty = watch = False
+            if _STARTS_QUERY[t] and ls.outstanding == 0:
+                server.query_start = monotonic()
+            ls.client_message(t)
+        server.send(chunk)
+
+    def _session_sql(self, chunk: bytes, t: int, start: int, end: int) -> bool:
+        if t == _Q:
+            return changes_session(chunk[start + 5:end - 1])
+        # Parse: statement name, NUL, query text, NUL, ...
+        name_end = chunk.index(b"\x00", start + 5, end)
+        q_end = chunk.find(b"\x00", name_end + 1, end)
+        return changes_session(chunk[name_end + 1:q_end])
+
+    def _queue(self, chunk: bytes, msgs: list[tuple[int, int, int]]) -> None:
+        for t, start, end in msgs:
+            if t == _X:
+                self.disconnect("client close request", notify=False)
+                return
+            if _NEEDS_SERVER[t]:
+                self.pending_needs_server = True
+        self.pending.append((chunk, msgs))
+        if self.pending_needs_server and self.server is None and \
+                self.client_state is not ClientState.WAITING:
+            self.pooler.request_server(self)
+
+    def attach(self, server: ServerConnection) -> None:
+        """Linked to server: bring its session parameters in line, then send what waited."""
+        self.server = server
+        server.link = self
+        if server.tracked != self.params:
+            server.sync_params(self.params)
+        if self.writing_paused:
+            server.pause_reading()
+        pending, self.pending = self.pending, []
+        self.pending_needs_server = False
+        for chunk, msgs in pending:
+            self._forward(server, chunk, msgs)
+            if self.server is not server:
+                return
+
+    def transaction_done(self, server: ServerConnection) -> None:
+        """The server answered everything and is idle: release it if the mode says so."""
+        mode = self.pool_mode
+        if mode == "session":
+            return
+        status = server.link_state.status
+        if status != _STATUS_I:
+            if mode == "statement":
+                self.pooler.stats_xact(server)
+                self.disconnect("transaction blocks not allowed in statement pooling mode")
+            return
+        self.pooler.release(self, server)
+
+    def server_param(self, name: str, value: str) -> None:
+        """The linked server reported a new value (the client changed it): remember it."""
+        if name in self.params:
+            self.params[name] = value
+
+    # ---- startup and authentication -----------------------------------------------------
+    def _not_ready(self, data: bytes) -> None:
+        if self.phase is Phase.STARTUP:
+            buf = self._startup_buf
+            assert buf is not None
+            buf += data
+            try:
+                while self.phase is Phase.STARTUP:
+                    packet = m.take_startup_packet(buf)
+                    if packet is None:
+                        return
+                    self.pooler.startup_packet(self, m.parse_startup_packet(packet))
+            except m.ProtocolError as exc:
+                self.fatal(str(exc))
+                return
+            if buf and self.phase is not Phase.CLOSED:
+                rest = bytes(buf)
+                buf.clear()
+                self._not_ready(rest)
+        elif self.phase is Phase.AUTH:
+            try:
+                chunk, msgs = self.framer.feed(data)
+            except m.ProtocolError as exc:
+                self.fatal(str(exc))
+                return
+            for i, (t, start, end) in enumerate(msgs):
+                if self.phase is not Phase.AUTH:
+                    # NOTE: a client may pipeline its first query behind the password.
+                    rest = chunk[start:]
+                    self.framer = Framer()
+                    self.data_received(rest)
+                    return
+                self.pooler.auth_message(self, t, chunk[start + 5:end])
+        elif self.phase is Phase.WELCOME:
+            self.early.append(data)
+
+    def ready(self, welcome: dict[str, str], key: tuple[int, int]) -> None:
+        """Send the welcome: AuthenticationOk, parameters, BackendKeyData, ReadyForQuery."""
+        self.cancel_key = key
+        out = [] if self.auth_ok_sent else [m.auth_ok()]
+        for name, value in welcome.items():
+            out.append(m.parameter_status(name, value))
+        out.append(m.backend_key_data(*key))
+        out.append(m.ready_for_query(b"I"))
+        self.phase = Phase.READY
+        assert self.transport is not None
+        self.transport.write(b"".join(out))
+        early, self.early = self.early, []
+        for data in early:
+            self.data_received(data)
+
+    # ---- closing ------------------------------------------------------------------------
+    def fatal(self, message: str, sqlstate: str = "08P01") -> None:
+        """Tell the client why in an ErrorResponse, then close it."""
+        self.disconnect(message, sqlstate=sqlstate)
+
+    def error(self, message: str, sqlstate: str = "08P01") -> None:
+        """A non-fatal error followed by ReadyForQuery (the connection stays usable)."""
+        self.send(m.error_response(message, sqlstate) + m.ready_for_query(b"I"))
+
+    def disconnect(self, reason: str, notify: bool = True, sqlstate: str = "08P01") -> None:
+        if self.phase is Phase.CLOSED:
+            return
+        transport = self.transport
+        if transport is not None:
+            if notify:
+                transport.write(m.error_response(reason, sqlstate, severity="FATAL"))
+            transport.close()
+        self._closed(reason)
+
+    def _closed(self, reason: str) -> None:
+        self.close_reason = reason
+        self.phase = Phase.CLOSED
+        self.pooler.client_closed(self, reason)

@@ -1,0 +1,607 @@
+"""The running pooler: listeners, the registry of pools, and the lifecycle verbs that move
+clients and servers between states (find_server, release, launch_connection, disconnect)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pgmux.auth import AuthError, ClientAuthenticator
+from pgmux.config import Config, DatabaseConfig
+from pgmux.pool.core import ClientState, PoolLimits, ServerState
+from pgmux.pool.pool import Pool
+from pgmux.protocol import messages as m
+from pgmux.proxy.client import ClientConnection
+from pgmux.proxy.client import Phase as ClientPhase
+from pgmux.proxy.server import Phase as ServerPhase
+from pgmux.proxy.server import ServerConnection
+
+log = logging.getLogger("pgmux")
+monotonic = time.monotonic
+
+# Client-visible parameters each client keeps for itself (PgBouncer's set plus search_path).
+BASE_TRACKED = ("client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings",
+                "application_name", "IntervalStyle", "search_path")
+# Startup parameters accepted without ignore_startup_parameters (lower-case).
+STARTUP_ALLOWED = {"user", "database", "replication"}
+JANITOR_PERIOD = 0.2
+_UNLIMITED = 1 << 30
+
+
+def _canonical(names: tuple[str, ...]) -> dict[str, str]:
+    return {n.lower(): n for n in names}
+
+
+class Pooler:
+    """Owns every pool, client and server; the asyncio face of the pool cores."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.settings = config.settings
+        self.pools: dict[tuple[str, str], Pool] = {}
+        self.clients: set[ClientConnection] = set()
+        self.by_key: dict[tuple[int, int], ClientConnection] = {}
+        self.listeners: list[asyncio.AbstractServer] = []
+        self.paused = False
+        self.shutting_down: str | None = None
+        self.admin_factory: Callable[[Pooler, ClientConnection], Any] | None = None
+        self.on_reload: list[Callable[[Config], None]] = []
+        self._janitor: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.started = time.time()
+        self._apply_tracked()
+
+    def _apply_tracked(self) -> None:
+        extra = tuple(getattr(self.settings, "track_extra_parameters", ()) or ())
+        names = BASE_TRACKED + tuple(n for n in extra if n not in BASE_TRACKED)
+        self.tracked_params = frozenset(names)
+        self.tracked_canonical = _canonical(names)
+
+    # ---- listening ----------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        s = self.settings
+        addrs = [a.strip() for a in (s.listen_addr or "").split(",") if a.strip()]
+        for addr in addrs:
+            host = None if addr == "*" else addr
+            server = await loop.create_server(
+                lambda: ClientConnection(self), host, s.listen_port, reuse_address=True,
+                backlog=s.listen_backlog)
+            self.listeners.append(server)
+        if s.unix_socket_dir:
+            path = os.path.join(s.unix_socket_dir, f".s.PGSQL.{s.listen_port}")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            server = await loop.create_unix_server(lambda: ClientConnection(self), path,
+                                                   backlog=s.listen_backlog)
+            with contextlib.suppress(OSError):
+                os.chmod(path, int(str(getattr(s, "unix_socket_mode", "0777")), 8))
+            self.listeners.append(server)
+        self._janitor = loop.call_later(JANITOR_PERIOD, self._janitor_tick)
+        log.info("process up: %s, listening on %s:%d", "pgmux", s.listen_addr, s.listen_port)
+
+    @property
+    def unix_socket_path(self) -> str | None:
+        s = self.settings
+        if not s.unix_socket_dir:
+            return None
+        return os.path.join(s.unix_socket_dir, f".s.PGSQL.{s.listen_port}")
+
+    def stop_listening(self) -> None:
+        for server in self.listeners:
+            server.close()
+        self.listeners.clear()
+        path = self.unix_socket_path
+        if path:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    async def close(self) -> None:
+        """Stop listening, disconnect everyone, stop the janitor."""
+        self.stop_listening()
+        if self._janitor is not None:
+            self._janitor.cancel()
+            self._janitor = None
+        for client in list(self.clients):
+            client.disconnect("server shutting down")
+        for pool in list(self.pools.values()):
+            for server in list(pool.core.servers()):
+                server.disconnect("server shutting down")
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.sleep(0)
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- clients: connect and startup ---------------------------------------------------
+    def client_connected(self, client: ClientConnection) -> None:
+        self.clients.add(client)
+        if self.shutting_down:
+            client.fatal("server shutting down", "57P01")
+        elif len(self.clients) > self.settings.max_client_conn:
+            client.fatal("no more connections allowed (max_client_conn)", "53300")
+
+    def startup_packet(self, client: ClientConnection, packet: m.StartupPacket) -> None:
+        if isinstance(packet, m.SSLRequest | m.GSSENCRequest):
+            self.negotiate_encryption(client, packet)
+            return
+        if isinstance(packet, m.CancelRequest):
+            self.cancel(packet.pid, packet.key)
+            client.disconnect("cancel request", notify=False)
+            return
+        self.client_startup(client, packet.params)
+
+    def negotiate_encryption(self, client: ClientConnection, packet: m.StartupPacket) -> None:
+        """Answer SSLRequest/GSSENCRequest; 'N' means carry on in plain text."""
+        assert client.transport is not None
+        client.transport.write(b"N")
+
+    def client_startup(self, client: ClientConnection, params: dict[str, str]) -> None:
+        s = self.settings
+        ignored = {p.lower() for p in s.ignore_startup_parameters}
+        startup: dict[str, str] = {}
+        for key, value in params.items():
+            low = key.lower()
+            if low in STARTUP_ALLOWED:
+                continue
+            if low in self.tracked_canonical:
+                startup[self.tracked_canonical[low]] = value
+            elif low in ignored:
+                continue
+            else:
+                client.fatal(f"unsupported startup parameter: {key}")
+                return
+        user = params.get("user", "")
+        if not user:
+            client.fatal("no username supplied")
+            return
+        dbname = params.get("database") or user
+        client.user, client.dbname, client.startup = user, dbname, startup
+        if params.get("replication"):
+            client.fatal("replication connections are not supported")
+            return
+        if dbname == "pgbouncer" and self.admin_factory is not None:
+            self._start_auth(client, admin=True)
+            return
+        if self.config.database(dbname) is None:
+            client.fatal(f"no such database: {dbname}")
+            return
+        self._start_auth(client, admin=False)
+
+    def _auth_method(self, user: str, admin: bool) -> str:
+        method = self.settings.auth_type
+        if method == "any":
+            return "trust"
+        if method == "hba":
+            return "md5"
+        return method
+
+    def _start_auth(self, client: ClientConnection, admin: bool) -> None:
+        method = self._auth_method(client.user, admin)
+        if admin and client.transport is not None and \
+                client.transport.get_extra_info("peername") in ("", None) and \
+                client.user == "pgbouncer":
+            # NOTE: PgBouncer lets a same-uid peer in as `pgbouncer` over the Unix socket.
+            method = "trust"
+        if method == "trust":
+            self.client_authenticated(client, admin)
+            return
+        secret = self.config.userlist.get(client.user)
+        if secret is None and not admin:
+            db = self.config.database(client.dbname)
+            if db is not None and db.user == client.user and db.password:
+                secret = db.password
+        auth = ClientAuthenticator(method, client.user, secret)
+        client.auth = (auth, admin)
+        client.phase = ClientPhase.AUTH
+        assert client.transport is not None
+        client.transport.write(auth.start())
+
+    def auth_message(self, client: ClientConnection, t: int, body: bytes) -> None:
+        auth, admin = client.auth
+        if t != m.F_PASSWORD:
+            client.fatal("expected password message during authentication")
+            return
+        try:
+            step = auth.receive(t.to_bytes(1, "big"), body)
+        except AuthError as exc:
+            client.fatal(str(exc))
+            return
+        if step.failed:
+            if step.detail:
+                log.warning("%s %s", client.prefix(), step.detail)
+            assert client.transport is not None
+            client.transport.write(step.send)
+            client.disconnect(step.error or "authentication failed", notify=False)
+            return
+        if step.send:
+            assert client.transport is not None
+            client.transport.write(step.send)
+        if step.ok:
+            # NOTE: step.send ended with AuthenticationOk; the welcome must not repeat it.
+            client.auth_ok_sent = True
+            client.scram_keys = auth.scram_keys
+            self.client_authenticated(client, admin)
+
+    def client_authenticated(self, client: ClientConnection, admin: bool) -> None:
+        s = self.settings
+        if self.settings.log_connections:
+            log.info("%s login attempt: db=%s user=%s tls=%s", client.prefix(), client.dbname,
+                     client.user, "yes" if client.tls else "no")
+        if admin:
+            assert self.admin_factory is not None
+            client.admin = self.admin_factory(self, client)
+            client.client_state = ClientState.ACTIVE
+            client.ready(client.admin.welcome(), self._new_key(client))
+            return
+        db = self.config.database(client.dbname)
+        if db is None:
+            client.fatal(f"no such database: {client.dbname}")
+            return
+        if s.max_db_client_connections or db.max_db_client_connections:
+            limit = db.max_db_client_connections or s.max_db_client_connections
+            n = sum(1 for c in self.clients if c.dbname == client.dbname and c.pool is not None)
+            if n >= limit:
+                client.fatal("no more connections allowed (max_db_client_connections)", "53300")
+                return
+        user_conf = self.config.users.get(client.user)
+        ulimit = (user_conf.max_user_client_connections if user_conf else 0) or \
+            s.max_user_client_connections
+        if ulimit:
+            n = sum(1 for c in self.clients if c.user == client.user and c.pool is not None)
+            if n >= ulimit:
+                client.fatal("no more connections allowed (max_user_client_connections)",
+                             "53300")
+                return
+        pool = self.get_pool(db, client.user, client)
+        if client.scram_keys is not None and pool.scram_keys is None and not db.user:
+            # NOTE: PgBouncer's SCRAM pass-through: the client's keys log us into the server.
+            pool.scram_keys = client.scram_keys
+        client.pool = pool
+        client.pool_mode = pool.pool_mode
+        client.watch_session = pool.pool_mode != "session"
+        if pool.welcome is not None:
+            self._welcome(client, pool)
+            return
+        if self._fast_fail(client, pool):
+            return
+        client.phase = ClientPhase.WELCOME
+        pool.welcome_waiters.append(lambda error: self._welcome_or_fail(client, pool, error))
+        if not pool.core.login:
+            self.launch_connection(pool)
+
+    def _welcome_or_fail(self, client: ClientConnection, pool: Pool, error: str | None) -> None:
+        if client.phase is not ClientPhase.WELCOME:
+            return
+        if error is not None:
+            client.fatal(error, pool.last_login_sqlstate)
+            return
+        self._welcome(client, pool)
+
+    def _welcome(self, client: ClientConnection, pool: Pool) -> None:
+        assert pool.welcome is not None
+        welcome = dict(pool.welcome)
+        welcome.update(client.startup)
+        client.params = {k: v for k, v in welcome.items() if k in self.tracked_params}
+        pool.core.add_client(client)
+        client.ready(welcome, self._new_key(client))
+
+    def _new_key(self, client: ClientConnection) -> tuple[int, int]:
+        while True:
+            key = (secrets.randbits(31), secrets.randbits(31))
+            if key not in self.by_key:
+                self.by_key[key] = client
+                return key
+
+    def get_pool(self, db: DatabaseConfig, user: str, client: ClientConnection | None = None
+                 ) -> Pool:
+        server_user = db.user or user
+        key = (client.dbname if client else db.name, server_user)
+        pool = self.pools.get(key)
+        if pool is not None:
+            return pool
+        s = self.settings
+        conf = self.config
+        if db.user:
+            password = db.password
+        else:
+            password = conf.userlist.get(user)
+            if password is None:
+                password = db.password
+        name = key[0]
+        size = conf.pool_size_for(name, server_user)
+        startup: dict[str, str] = {}
+        for attr, param in (("client_encoding", "client_encoding"), ("datestyle", "DateStyle"),
+                            ("timezone", "TimeZone"), ("application_name", "application_name")):
+            value = getattr(db, attr, None)
+            if value:
+                startup[param] = value
+        limits = PoolLimits(
+            pool_size=size,
+            reserve_pool_size=db.reserve_pool_size if db.reserve_pool_size is not None
+            else s.reserve_pool_size,
+            reserve_pool_timeout=s.reserve_pool_timeout,
+            min_pool_size=db.min_pool_size if db.min_pool_size is not None else s.min_pool_size,
+        )
+        user_conf = conf.users.get(server_user)
+        if user_conf is not None and user_conf.reserve_pool_size is not None:
+            limits.reserve_pool_size = user_conf.reserve_pool_size
+        host = db.host
+        pool = Pool(name, server_user, host=host, port=db.port, dbname=db.dbname or name,
+                    server_user=server_user, server_password=password,
+                    pool_mode=conf.pool_mode_for(name, server_user), limits=limits,
+                    connect_query=db.connect_query, startup=startup)
+        self.pools[key] = pool
+        return pool
+
+    # ---- finding and releasing servers --------------------------------------------------
+    def _fast_fail(self, client: ClientConnection, pool: Pool) -> bool:
+        """PgBouncer's check_fast_fail: while logins fail and nothing is up, refuse at once."""
+        if not pool.last_login_failed or pool.core.server_count:
+            return False
+        if monotonic() - pool.last_login_failed >= self.settings.server_login_retry:
+            return False
+        client.fatal("server login has been failing, try again later (server_login_retry)",
+                     pool.last_login_sqlstate)
+        return True
+
+    def request_server(self, client: ClientConnection) -> None:
+        """find_server: link an idle server now, or queue the client and launch if allowed."""
+        pool = client.pool
+        assert pool is not None
+        if client.server is not None:
+            return
+        if self.paused or pool.disabled:
+            pool.core.find_server(client, monotonic()) if not pool.core.paused else None
+            if client.client_state is not ClientState.WAITING:
+                client.client_state = ClientState.WAITING
+                client.wait_start = monotonic()
+                pool.core.clients.discard(client)
+                pool.core.waiting.append(client)
+            return
+        if self._fast_fail(client, pool):
+            return
+        server = pool.core.find_server(client, monotonic())
+        if server is not None:
+            self.link(client, server, waited=False)
+            return
+        self.launch_needed(pool)
+
+    def link(self, client: ClientConnection, server: ServerConnection, waited: bool) -> None:
+        now = monotonic()
+        stats = server.pool.stats
+        stats.server_assignment_count += 1
+        if waited:
+            stats.wait_time += int((now - client.wait_start) * 1_000_000)
+        server.link_time = now
+        server.request_time = now
+        client.attach(server)
+
+    def release(self, client: ClientConnection, server: ServerConnection) -> None:
+        """Unlink at the end of a transaction and give the server to the next client."""
+        now = monotonic()
+        stats = server.pool.stats
+        stats.xact_count += 1
+        stats.xact_time += int((now - server.link_time) * 1_000_000)
+        if server.query_start:
+            stats.query_time += int((now - server.query_start) * 1_000_000)
+            server.query_start = 0.0
+        client.server = None
+        server.link = None
+        server.request_time = now
+        server.resume_reading()
+        if server.dirty or self.settings.server_reset_query_always:
+            self._reset(server, rollback=False, reset=True)
+        else:
+            self.server_ready(server)
+
+    def stats_xact(self, server: ServerConnection) -> None:
+        server.pool.stats.xact_count += 1
+
+    def server_ready(self, server: ServerConnection) -> None:
+        """A server is clean and free: close it if it must go, else hand it on."""
+        pool = server.pool
+        if server.phase is not ServerPhase.READY:
+            return
+        if server.close_needed or pool.disabled:
+            server.disconnect(server.close_reason or "database configuration changed")
+            return
+        lifetime = self.settings.server_lifetime
+        if lifetime and monotonic() - server.connect_time >= lifetime and not pool.core.waiting:
+            server.disconnect("server lifetime over")
+            return
+        client = pool.core.release_server(server)
+        if client is not None:
+            self.link(client, server, waited=True)
+
+    def _reset(self, server: ServerConnection, rollback: bool, reset: bool) -> None:
+        """Run ROLLBACK and/or the reset query; the server is ready again when both answer."""
+        pool = server.pool
+        pool.core.mark_tested(server)
+        if rollback:
+            server.inject("ROLLBACK", after="ready")
+        if reset:
+            query = self.settings.server_reset_query or "DISCARD ALL"
+            server.inject(query, after="ready")
+            server.forget_unreported()
+
+    # ---- launching servers --------------------------------------------------------------
+    def room(self, pool: Pool) -> tuple[int, int]:
+        """How many more servers the database and user limits allow for this pool."""
+        s = self.settings
+        db = self.config.database(pool.name)
+        db_limit = (db.max_db_connections if db and db.max_db_connections else 0) or \
+            s.max_db_connections
+        user_conf = self.config.users.get(pool.server_user)
+        user_limit = (user_conf.max_user_connections if user_conf and
+                      user_conf.max_user_connections else 0) or s.max_user_connections
+        db_room = user_room = _UNLIMITED
+        if db_limit:
+            db_room = db_limit - sum(p.core.server_count for p in self.pools.values()
+                                     if p.name == pool.name)
+        if user_limit:
+            user_room = user_limit - sum(p.core.server_count for p in self.pools.values()
+                                         if p.server_user == pool.server_user)
+        return db_room, user_room
+
+    def launch_needed(self, pool: Pool) -> None:
+        if pool.last_login_failed and \
+                monotonic() - pool.last_login_failed < self.settings.server_login_retry:
+            return
+        db_room, user_room = self.room(pool)
+        n = pool.core.wanted_launches(monotonic(), db_room, user_room)
+        if pool.last_login_failed:
+            n = min(n, 1)  # NOTE: after a failure, probe with one connection
+        for _ in range(n):
+            self.launch_connection(pool)
+
+    def launch_connection(self, pool: Pool) -> None:
+        server = ServerConnection(self, pool)
+        pool.core.add_server(server)
+        self.spawn(self._connect(server))
+
+    async def _connect(self, server: ServerConnection) -> None:
+        loop = asyncio.get_running_loop()
+        pool = server.pool
+        host = pool.host or self.settings.unix_socket_dir or "/tmp"
+        try:
+            if host.startswith("/"):
+                coro: Any = loop.create_unix_connection(
+                    lambda: server, os.path.join(host, f".s.PGSQL.{pool.port}"))
+            else:
+                coro = loop.create_connection(lambda: server, host, pool.port)
+            await asyncio.wait_for(coro, timeout=self.settings.server_connect_timeout or None)
+        except (OSError, asyncio.TimeoutError) as exc:
+            reason = "connect timeout" if isinstance(exc, asyncio.TimeoutError) else \
+                f"connect failed: {exc.strerror or exc}"
+            server.login_failed(reason)
+
+    def server_logged_in(self, server: ServerConnection, ready: bool) -> None:
+        pool = server.pool
+        pool.last_login_failed = 0.0
+        if pool.welcome is None:
+            pool.welcome = dict(server.params)
+        waiters, pool.welcome_waiters = pool.welcome_waiters, []
+        for wake in waiters:
+            wake(None)
+        if ready:
+            self.server_ready(server)
+        else:
+            pool.core.mark_tested(server)
+
+    def server_login_failed(self, server: ServerConnection, message: str, sqlstate: str) -> None:
+        pool = server.pool
+        if server.server_state is ServerState.CLOSED:
+            return
+        pool.core.remove_server(server)
+        pool.last_login_failed = monotonic()
+        pool.last_login_error = message
+        pool.last_login_sqlstate = sqlstate
+        log.warning("%s closing because: %s (age=%ds)", server.prefix(),
+                    message, int(monotonic() - server.connect_time))
+        if pool.core.server_count:
+            return
+        # NOTE: nothing is up for this pool: nobody waiting may hang on it.
+        waiters, pool.welcome_waiters = pool.welcome_waiters, []
+        for wake in waiters:
+            wake(message)
+        for client in list(pool.core.waiting):
+            client.fatal(message if sqlstate != "08P01" else
+                         "server login has been failing, try again later (server_login_retry)",
+                         sqlstate)
+
+    def server_closed(self, server: ServerConnection, reason: str) -> None:
+        pool = server.pool
+        pool.core.remove_server(server)
+        if self.settings.log_disconnections:
+            log.info("%s closing because: %s (age=%ds)", server.prefix(), reason,
+                     int(monotonic() - server.connect_time))
+        client = server.link
+        if client is not None:
+            server.link = None
+            client.server = None
+            client.disconnect(reason if reason != "server conn crashed?" or True else reason)
+        if pool.core.waiting:
+            self.launch_needed(pool)
+
+    # ---- clients leaving ----------------------------------------------------------------
+    def client_closed(self, client: ClientConnection, reason: str) -> None:
+        self.clients.discard(client)
+        if self.by_key.get(client.cancel_key) is client:
+            del self.by_key[client.cancel_key]
+        if self.settings.log_disconnections and client.user:
+            log.info("%s closing because: %s (age=%ds)", client.prefix(), reason,
+                     int(monotonic() - client.connect_time))
+        pool = client.pool
+        if pool is None:
+            return
+        server = client.server
+        pool.core.remove_client(client)
+        if server is not None:
+            client.server = None
+            server.link = None
+            self._server_left(server)
+
+    def _server_left(self, server: ServerConnection) -> None:
+        """Its client went away: make the server clean for the next one, or close it."""
+        if server.phase is not ServerPhase.READY:
+            return
+        ls = server.link_state
+        if server.swallow or not ls.idle:
+            server.disconnect("client disconnect while server was not ready")
+            return
+        server.resume_reading()
+        rollback = ls.status != 73
+        reset = server.dirty or self.settings.server_reset_query_always or (
+            server.pool.pool_mode == "session" and bool(self.settings.server_reset_query))
+        if rollback or reset:
+            self._reset(server, rollback=rollback, reset=reset)
+        else:
+            self.server_ready(server)
+
+    # ---- cancel -------------------------------------------------------------------------
+    def cancel(self, pid: int, key: int) -> None:
+        """Route a CancelRequest to the server running that client's query; wrong keys are
+        ignored, as PostgreSQL does."""
+        client = self.by_key.get((pid, key))
+        if client is None or client.server is None:
+            return
+        server = client.server
+        self.spawn(self._send_cancel(server.pool, server.pid, server.key))
+
+    async def _send_cancel(self, pool: Pool, pid: int, key: int) -> None:
+        host = pool.host or self.settings.unix_socket_dir or "/tmp"
+        try:
+            if host.startswith("/"):
+                _, writer = await asyncio.open_unix_connection(
+                    os.path.join(host, f".s.PGSQL.{pool.port}"))
+            else:
+                _, writer = await asyncio.open_connection(host, pool.port)
+            writer.write(m.cancel_request(pid, key))
+            await writer.drain()
+            writer.close()
+        except OSError as exc:
+            log.warning("cancel request to %s:%d failed: %s", host, pool.port, exc)
+
+    # ---- periodic work ------------------------------------------------------------------
+    def _janitor_tick(self) -> None:
+        try:
+            self.janitor()
+        except Exception:  # noqa: BLE001 - the janitor must keep running
+            log.exception("janitor failed")
+        loop = asyncio.get_event_loop()
+        self._janitor = loop.call_later(JANITOR_PERIOD, self._janitor_tick)
+
+    def janitor(self) -> None:
+        from pgmux.pool.janitor import run_janitor
+
+        run_janitor(self, monotonic())

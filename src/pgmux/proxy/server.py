@@ -1,0 +1,310 @@
+"""The server side of the proxy: one asyncio.Protocol per PostgreSQL backend connection, which
+logs in, then forwards the backend's bytes to the linked client cut-through."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from enum import Enum
+from typing import TYPE_CHECKING, cast
+
+from pgmux.pool.core import ServerState
+from pgmux.protocol import messages as m
+from pgmux.protocol.framing import BackendScanner, Framer
+from pgmux.protocol.session import LinkState
+from pgmux.protocol.sql import set_config_query
+
+if TYPE_CHECKING:
+    from pgmux.pool.pool import Pool
+    from pgmux.proxy.client import ClientConnection
+    from pgmux.proxy.pooler import Pooler
+
+log = logging.getLogger("pgmux")
+monotonic = time.monotonic
+
+_Z = m.B_READY
+_S = m.B_PARAMETER_STATUS
+_G = m.B_COPY_IN
+_E = m.B_ERROR
+_STATUS_I = 73  # ord("I")
+
+
+class Phase(Enum):
+    CONNECTING = "connecting"
+    LOGIN = "login"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+class ServerConnection(asyncio.Protocol):
+    """One connection to PostgreSQL, owned by a pool."""
+
+    def __init__(self, pooler: Pooler, pool: Pool) -> None:
+        self.pooler = pooler
+        self.pool = pool
+        self.server_state = ServerState.CLOSED
+        self.phase = Phase.CONNECTING
+        self.transport: asyncio.Transport | None = None
+        self.link: ClientConnection | None = None
+        self.params: dict[str, str] = {}
+        self.tracked: dict[str, str] = {}
+        self.pid = 0
+        self.key = 0
+        now = monotonic()
+        self.connect_time = now
+        self.request_time = now   # last time it was handed out or used
+        self.link_time = now
+        self.query_start = 0.0
+        self.link_state = LinkState()
+        self.scanner = BackendScanner(bytes((_Z, _S, _G)))
+        self.swallow = 0          # ReadyForQuery answers of injected queries still to drop
+        self.swallow_error: m.ErrorFields | None = None
+        self.after_swallow: str | None = None  # what to do when swallowing ends unlinked
+        self.dirty = False        # session state changed: reset before anyone else gets it
+        self.close_needed = False
+        self.close_reason = ""
+        self.writing_paused = False
+        self.reading_paused = False
+        self._login_framer: Framer | None = Framer()
+        self._login_auth: object | None = None
+        self.local_port = 0
+        self.login_error: str | None = None
+
+    # ---- naming for logs ----------------------------------------------------------------
+    def prefix(self) -> str:
+        p = self.pool
+        return (f"S-{id(self):#x}: {p.name}/{p.server_user}@{p.host or 'unix'}:{p.port}")
+
+    # ---- asyncio callbacks --------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # NOTE: uvloop's transports are not asyncio.Transport subclasses; same interface.
+        self.transport = cast(asyncio.Transport, transport)
+        self.phase = Phase.LOGIN
+        sock = transport.get_extra_info("sockname")
+        if isinstance(sock, tuple):
+            self.local_port = int(sock[1])
+        params = self.pool.startup_params()
+        transport.write(m.startup_message(params))
+        if self.pooler.settings.log_connections:
+            log.info("%s new connection to server (from %s)", self.prefix(),
+                     f"127.0.0.1:{self.local_port}" if self.local_port else "unix")
+
+    def data_received(self, data: bytes) -> None:
+        if self.phase is not Phase.READY:
+            self._login_received(data)
+            return
+        out, events = self.scanner.feed(data)
+        client = self.link
+        release = False
+        if events:
+            if self.swallow:
+                events = self._drop_injected(events)
+                out = b"".join([msg for _, msg in events])
+                if client is None:
+                    if not self.swallow and self.after_swallow is not None:
+                        self._swallow_done()
+                    elif out:
+                        self.disconnect("idle server got dirty")
+                    return
+            for t, msg in events:
+                if t == _Z:
+                    self.pool.stats.query_count += 1
+                    release = self.link_state.ready(msg[5])
+                elif t == _S:
+                    self._param(msg)
+                elif t == _G:
+                    self.link_state.copy_in_started()
+        if client is None:
+            if out:
+                # NOTE: an unlinked idle server speaks only to say it is going away.
+                self.disconnect("idle server got dirty")
+            return
+        if out:
+            client.send(out)
+        if release and self.scanner.at_boundary and self.link is client:
+            client.transaction_done(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.phase is Phase.CLOSED:
+            return
+        reason = self.close_reason or ("server conn crashed?" if exc is None else
+                                       f"server conn crashed? ({exc})")
+        self._closed(reason)
+
+    def pause_writing(self) -> None:
+        # NOTE: PostgreSQL is slower than the client sending to it: stop reading the client.
+        self.writing_paused = True
+        if self.link is not None:
+            self.link.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.link is not None:
+            self.link.resume_reading()
+
+    # ---- reading and writing ------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and self.transport is not None:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    # ---- injected queries whose answers the client must not see --------------------------
+    def inject(self, sql: str, after: str | None = None) -> None:
+        """Send a simple query and drop its answer (ParameterStatus is still recorded)."""
+        self.swallow += 1
+        self.scanner.whole = True
+        self.after_swallow = after
+        self.send(m.query(sql))
+
+    def sync_params(self, wanted: dict[str, str]) -> None:
+        """Apply a client's parameters that differ on this server, before its first message."""
+        diff = {k: v for k, v in wanted.items() if self.tracked.get(k) != v}
+        if any(k not in self.params for k in diff):
+            # NOTE: a value the server won't report back can't be compared later: reset the
+            # server before anyone else gets it.
+            self.dirty = True
+        if diff:
+            self.inject(set_config_query(diff))
+            # NOTE: assume success now, so a quick re-link doesn't send the same SET twice; the
+            # server's ParameterStatus answers overwrite these with the canonical spelling.
+            self.tracked.update(diff)
+
+    def _drop_injected(self, events: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+        """Drop messages until the injected queries' ReadyForQuery; keep what follows."""
+        keep: list[tuple[int, bytes]] = []
+        for t, msg in events:
+            if self.swallow:
+                if t == _Z:
+                    self.swallow -= 1
+                    if not self.swallow:
+                        self.scanner.whole = False
+                elif t == _S:
+                    self._param(msg)
+                elif t == _E:
+                    self.swallow_error = m.parse_error(msg[5:])
+                    log.warning("%s injected query failed: %s", self.prefix(), self.swallow_error)
+                continue
+            keep.append((t, msg))
+        return keep
+
+    def _swallow_done(self) -> None:
+        action, self.after_swallow = self.after_swallow, None
+        error, self.swallow_error = self.swallow_error, None
+        if error is not None:
+            self.disconnect(f"reset query failed: {error.message}")
+            return
+        if action == "ready":
+            self.dirty = False
+            self.link_state.reset()
+            self.pooler.server_ready(self)
+
+    def forget_unreported(self) -> None:
+        """After a reset, values this server never reported are unknown again."""
+        for name in [k for k in self.tracked if k not in self.params]:
+            del self.tracked[name]
+
+    def _param(self, msg: bytes) -> None:
+        name, value = m.parse_parameter_status(msg[5:])
+        self.params[name] = value
+        if name in self.pooler.tracked_params:
+            self.tracked[name] = value
+            if self.link is not None:
+                self.link.server_param(name, value)
+
+    # ---- login --------------------------------------------------------------------------
+    def _login_received(self, data: bytes) -> None:
+        framer = self._login_framer
+        if framer is None:
+            return
+        try:
+            chunk, msgs = framer.feed(data)
+            for t, start, end in msgs:
+                body = chunk[start + 5:end]
+                if t == m.B_AUTH:
+                    self._auth(body)
+                elif t == m.B_PARAMETER_STATUS:
+                    name, value = m.parse_parameter_status(body)
+                    self.params[name] = value
+                elif t == m.B_BACKEND_KEY:
+                    self.pid, self.key = m.INT32.unpack_from(body, 0)[0], m.INT32.unpack_from(
+                        body, 4)[0]
+                elif t == m.B_ERROR:
+                    err = m.parse_error(body)
+                    self.login_error = err.message
+                    self.login_failed(err.message, sqlstate=err.sqlstate)
+                    return
+                elif t == m.B_READY:
+                    rest = chunk[end:] + bytes(framer._buf)
+                    self._login_done()
+                    if rest:
+                        self.data_received(rest)
+                    return
+                # NoticeResponse and NegotiateProtocolVersion during login are ignored.
+        except Exception as exc:  # noqa: BLE001 - any failure here ends this login only
+            self.login_failed(f"server login failed: {exc}")
+
+    def _auth(self, body: bytes) -> None:
+        from pgmux.auth import ServerLogin
+
+        if self._login_auth is None:
+            self._login_auth = ServerLogin(self.pool.server_user, self.pool.server_password,
+                                           scram_keys=self.pool.scram_keys)
+        assert isinstance(self._login_auth, ServerLogin)
+        reply = self._login_auth.receive(body)
+        if reply:
+            self.send(reply)
+
+    def _login_done(self) -> None:
+        self._login_framer = None
+        self._login_auth = None
+        self.phase = Phase.READY
+        tracked = self.pooler.tracked_params
+        self.tracked = {k: v for k, v in self.params.items() if k in tracked}
+        connect_query = self.pool.connect_query
+        if connect_query:
+            self.inject(connect_query, after="ready")
+            self.pooler.server_logged_in(self, ready=False)
+        else:
+            self.pooler.server_logged_in(self, ready=True)
+
+    def login_failed(self, message: str, sqlstate: str = "08P01") -> None:
+        if self.phase is Phase.CLOSED:
+            return
+        self.close_reason = message
+        self.phase = Phase.CLOSED
+        if self.transport is not None:
+            self.transport.abort()
+        self.pooler.server_login_failed(self, message, sqlstate)
+
+    # ---- closing ------------------------------------------------------------------------
+    def disconnect(self, reason: str, notify: bool = True) -> None:
+        """Close this server; every close carries a reason."""
+        if self.phase is Phase.CLOSED:
+            return
+        self.close_reason = reason
+        transport = self.transport
+        if transport is not None:
+            if self.phase is Phase.READY and self.link is None:
+                transport.write(m.terminate())
+                transport.close()
+            else:
+                transport.abort()
+        self._closed(reason)
+
+    def _closed(self, reason: str) -> None:
+        was_login = self.phase is not Phase.READY
+        self.phase = Phase.CLOSED
+        if was_login:
+            self.pooler.server_login_failed(self, reason or "server login failed", "08P01")
+            return
+        self.pooler.server_closed(self, reason)
