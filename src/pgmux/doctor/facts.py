@@ -35,7 +35,8 @@ class Limits:
     # NOTE: `reserved_connections` exists from PostgreSQL 16 on (slots for pg_use_reserved_conn.);
     # it is 0 on older servers.
     reserved: int = 0
-    role_limit: int | None = None  # rolconnlimit of the role, None when unlimited (-1)
+    # NOTE: None when unlimited (-1) and for superusers, whose CONNECTION LIMIT is not enforced.
+    role_limit: int | None = None  # rolconnlimit of the role
     db_limit: int | None = None  # datconnlimit of the database, None when unlimited (-1)
 
     @property
@@ -173,7 +174,8 @@ LIMITS_QUERY = """
 SELECT current_setting('max_connections')::int,
        current_setting('superuser_reserved_connections')::int,
        coalesce(current_setting('reserved_connections', true), '0')::int,
-       (SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user),
+       (SELECT CASE WHEN rolsuper THEN -1 ELSE rolconnlimit END
+          FROM pg_roles WHERE rolname = current_user),
        (SELECT datconnlimit FROM pg_database WHERE datname = current_database())
 """
 
