@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from recorded import OWN_PID, direct_endpoints, facts, session
 
 from pgmux.doctor.facts import DatabaseLimit, Limits, RoleLimit, Session
 from pgmux.doctor.rules import (
@@ -22,6 +21,7 @@ from pgmux.doctor.rules import (
     pooler_in_front,
     role_limits,
 )
+from tests.doctor.recorded import OWN_PID, direct_endpoints, facts, session
 
 T = Thresholds()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 
 import pytest
-from recorded import AT, OWN_PID, facts, session
 
 from pgmux.cli.main import main
 from pgmux.doctor.facts import Limits
@@ -13,6 +12,7 @@ from pgmux.doctor.report import Output, info_json, one_line, render_diagnosis, r
 from pgmux.doctor.rules import diagnose
 from pgmux.doctor.select import SessionFilter, ps_rows, select_sessions
 from pgmux.doctor.units import format_bytes, format_duration, parse_duration
+from tests.doctor.recorded import AT, OWN_PID, facts, session
 
 SESSIONS = (
     session(OWN_PID, "active", app="pgmux-doctor"),

@@ -168,7 +168,8 @@ class ClientConnection(asyncio.Protocol):
                 self.disconnect("client close request", notify=False)
                 return
             if watch and (t == _Q or t == _P) and self._session_sql(chunk, t, start, end):
-                server.dirty = watch = False
+                server.dirty = True
+                watch = False
             if _STARTS_QUERY[t] and ls.outstanding == 0:
                 server.query_start = monotonic()
             ls.client_message(t)

@@ -480,7 +480,7 @@ class Pooler:
             else:
                 coro = loop.create_connection(lambda: server, host, pool.port)
             await asyncio.wait_for(coro, timeout=self.settings.server_connect_timeout or None)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             reason = "connect timeout" if isinstance(exc, asyncio.TimeoutError) else \
                 f"connect failed: {exc.strerror or exc}"
             server.login_failed(reason)

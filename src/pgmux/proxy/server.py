@@ -120,6 +120,13 @@ class ServerConnection(asyncio.Protocol):
                 # NOTE: an unlinked idle server speaks only to say it is going away.
                 self.disconnect("idle server got dirty")
             return
+        if release and client.pool_mode == "statement" and self.link_state.status != _STATUS_I \
+                and self.scanner.at_boundary:
+            # NOTE: the client must read the refusal as the answer to its BEGIN, so the
+            # ReadyForQuery that ends `out` is replaced by the error.
+            client.send(out[:-6])
+            client.transaction_done(self)
+            return
         if out:
             client.send(out)
         if release and self.scanner.at_boundary and self.link is client:

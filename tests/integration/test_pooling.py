@@ -1,0 +1,270 @@
+"""Issue 2's pooling scenarios: many clients on few servers, modes, and clients or servers
+dying mid-flight, against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import threading
+import time
+
+import asyncpg
+import psycopg
+import pytest
+
+from pgmux.embedded import EmbeddedPostgres
+from tests.integration.conftest import Pgmux, PgmuxFactory
+
+
+def run_in_testdb(pg: EmbeddedPostgres, sql: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(pg.dsn(dbname="testdb"), autocommit=True) as conn:
+        cur = conn.execute(sql)
+        return cur.fetchall() if cur.description else []
+
+
+def backends(pg: EmbeddedPostgres, db: str) -> int:
+    return int(pg.query(
+        "select count(*) from pg_stat_activity where datname = %s and backend_type = "
+        "'client backend' and pid <> pg_backend_pid()".replace("%s", f"'{db}'"))[0][0])
+
+
+def test_300_clients_on_a_pool_of_10(pg: EmbeddedPostgres, pgmux_factory: PgmuxFactory) -> None:
+    run_in_testdb(pg, "drop table if exists load_rows; create table load_rows (c int, t int, v int)")
+    px = pgmux_factory({"default_pool_size": 10, "max_client_conn": 400,
+                        "query_wait_timeout": 60})
+    peak = 0
+    stop = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, backends(pg, "testdb"))
+            time.sleep(0.05)
+
+    async def client(i: int) -> int:
+        conn = await asyncpg.connect(px.dsn(dbname="testdb"), statement_cache_size=0)
+        try:
+            total = 0
+            for t in range(20):
+                async with conn.transaction():
+                    await conn.execute(
+                        "insert into public.load_rows values ($1, $2, $3)", i, t, i * t)
+                    total += await conn.fetchval(
+                        "select count(*) from public.load_rows where c = $1", i)
+            return total
+        finally:
+            await conn.close()
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(client(i) for i in range(300)))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        results = asyncio.run(main())
+    finally:
+        stop.set()
+        watcher.join()
+    # Each client saw its own rows grow 1..20 inside its transactions.
+    assert results == [sum(range(1, 21))] * 300
+    rows = run_in_testdb(pg, "select count(*), sum(v) from load_rows")[0]
+    assert rows[0] == 6000
+    assert rows[1] == sum(i * t for i in range(300) for t in range(20))
+    assert 0 < peak <= 10, peak
+
+    # The same load straight at PostgreSQL (max_connections=40) is refused.
+    async def direct() -> list[BaseException | None]:
+        async def one() -> BaseException | None:
+            try:
+                conn = await asyncpg.connect(pg.dsn(dbname="testdb"))
+                await asyncio.sleep(0.5)
+                await conn.close()
+                return None
+            except Exception as exc:  # noqa: BLE001
+                return exc
+        return await asyncio.gather(*(one() for _ in range(300)))
+
+    errors = [e for e in asyncio.run(direct()) if e is not None]
+    assert errors and any("too many clients" in str(e) for e in errors)
+
+
+def test_session_mode_keeps_set(pgmux_factory: PgmuxFactory) -> None:
+    px = pgmux_factory({"pool_mode": "session", "default_pool_size": 2})
+    with psycopg.connect(px.dsn(), autocommit=True) as conn:
+        conn.execute("set statement_timeout = '12345ms'")
+        pid = conn.execute("select pg_backend_pid()").fetchone()
+        with conn.transaction():
+            conn.execute("select 1")
+        assert conn.execute("show statement_timeout").fetchone() == ("12345ms",)
+        assert conn.execute("select pg_backend_pid()").fetchone() == pid
+    # DISCARD ALL ran when the client left: the next session starts clean.
+    with psycopg.connect(px.dsn(), autocommit=True) as conn:
+        assert conn.execute("show statement_timeout").fetchone() == ("0",)
+
+
+def test_statement_mode_refuses_transactions(pgmux_factory: PgmuxFactory) -> None:
+    px = pgmux_factory({"pool_mode": "statement"})
+    with psycopg.connect(px.dsn(), autocommit=True) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+        with pytest.raises(psycopg.OperationalError,
+                           match="transaction blocks not allowed in statement pooling mode"):
+            conn.execute("begin")
+            conn.execute("select 1")
+            conn.execute("select 2")
+    with psycopg.connect(px.dsn(), autocommit=True) as conn:
+        assert conn.execute("select 2").fetchone() == (2,)
+
+
+def test_transaction_mode_does_not_leak_session_state(pgmux_factory: PgmuxFactory) -> None:
+    px = pgmux_factory({"default_pool_size": 1})
+    with psycopg.connect(px.dsn(), autocommit=True) as a:
+        a.execute("set statement_timeout = '4321ms'")
+        a.execute("set application_name = 'client-a'")
+        a.execute("create temp table leak (x int)")
+        with psycopg.connect(px.dsn(), autocommit=True) as b:
+            # One server only: b runs on the same backend a used.
+            assert b.execute("show statement_timeout").fetchone() == ("0",)
+            assert b.execute("show application_name").fetchone() != ("client-a",)
+            assert b.execute("select count(*) from pg_class where relname = 'leak' and "
+                             "relpersistence = 't'").fetchone() == (0,)
+        # a keeps its own reported parameters when it comes back.
+        assert a.execute("show application_name").fetchone() == ("client-a",)
+
+
+def test_client_parameters_follow_each_client(pgmux_factory: PgmuxFactory) -> None:
+    px = pgmux_factory({"default_pool_size": 1})
+    with psycopg.connect(px.dsn(options="", application_name="app-one"), autocommit=True) as a, \
+            psycopg.connect(px.dsn(application_name="app-two"), autocommit=True) as b:
+        for _ in range(3):
+            a.execute("set timezone = 'Asia/Tokyo'")
+            assert b.execute("show timezone").fetchone() != ("Asia/Tokyo",)
+            assert a.execute("show timezone").fetchone() == ("Asia/Tokyo",)
+            assert a.execute("show application_name").fetchone() == ("app-one",)
+            assert b.execute("show application_name").fetchone() == ("app-two",)
+
+
+def _raw_login(port: int, user: str = "postgres", database: str = "testdb") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    body = struct.pack("!i", 196608) + f"user\0{user}\0database\0{database}\0\0".encode()
+    sock.sendall(struct.pack("!i", len(body) + 4) + body)
+    buf = b""
+    while not buf.endswith(b"Z\x00\x00\x00\x05I"):
+        chunk = sock.recv(65536)
+        assert chunk, buf
+        buf += chunk
+    return sock
+
+
+def _raw_query(sock: socket.socket, sql: str) -> bytes:
+    body = sql.encode() + b"\0"
+    sock.sendall(b"Q" + struct.pack("!i", len(body) + 4) + body)
+    buf = b""
+    while b"Z\x00\x00\x00\x05" not in buf:
+        chunk = sock.recv(65536)
+        assert chunk, buf
+        buf += chunk
+    return buf
+
+
+def test_client_killed_mid_transaction(pg: EmbeddedPostgres, pgmux_factory: PgmuxFactory
+                                       ) -> None:
+    run_in_testdb(pg, "drop table if exists rst_rows; create table rst_rows (x int)")
+    px = pgmux_factory({"default_pool_size": 2})
+    sock = _raw_login(px.port)
+    out = _raw_query(sock, "begin; insert into public.rst_rows values (1)")
+    assert out.endswith(b"Z\x00\x00\x00\x05T")
+    # Close with RST, mid-transaction.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        states = [r[0] for r in pg.query(
+            "select state from pg_stat_activity where datname = 'testdb' and "
+            "backend_type = 'client backend'")]
+        if "idle in transaction" not in states and "active" not in states:
+            break
+        time.sleep(0.05)
+    assert "idle in transaction" not in states
+    with psycopg.connect(px.dsn(dbname="testdb"), autocommit=True) as conn:
+        for _ in range(4):
+            assert conn.execute("select count(*) from public.rst_rows").fetchone() == (0,)
+            assert conn.execute("select now() = statement_timestamp()").fetchone() == (True,)
+
+
+def test_terminated_backend(pg: EmbeddedPostgres, pgmux_factory: PgmuxFactory) -> None:
+    px = pgmux_factory({"default_pool_size": 3})
+    victim = psycopg.connect(px.dsn(dbname="testdb"))
+    other = psycopg.connect(px.dsn(dbname="testdb"), autocommit=True)
+    try:
+        pid = victim.execute("select pg_backend_pid()").fetchone()
+        assert pid is not None
+        pg.execute(f"select pg_terminate_backend({pid[0]})")
+        with pytest.raises(psycopg.OperationalError):
+            victim.execute("select 1")
+        # The others go on and the pool replaces the connection.
+        for _ in range(10):
+            assert other.execute("select 1").fetchone() == (1,)
+        with psycopg.connect(px.dsn(dbname="testdb"), autocommit=True) as fresh:
+            assert fresh.execute("select 2").fetchone() == (2,)
+    finally:
+        victim.close()
+        other.close()
+
+
+def test_postgres_restart_under_load(pg_factory: object, pgmux_factory: PgmuxFactory) -> None:
+    server: EmbeddedPostgres = pg_factory(max_connections=20)  # type: ignore[operator]
+    px = pgmux_factory({"default_pool_size": 4, "server_login_retry": 0.5,
+                        "query_wait_timeout": 10},
+                       databases={"postgres": f"host=127.0.0.1 port={server.port}"},
+                       target=server)
+    stop = threading.Event()
+    outcomes: dict[str, int] = {"ok": 0, "error": 0}
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while not stop.is_set():
+            try:
+                with psycopg.connect(px.dsn(), autocommit=True, connect_timeout=5) as conn:
+                    for _ in range(5):
+                        conn.execute("select 1")
+                key = "ok"
+            except psycopg.Error:
+                key = "error"
+                time.sleep(0.05)
+            with lock:
+                outcomes[key] += 1
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(1)
+    server.restart()
+    time.sleep(2)
+    stop.set()
+    for t in threads:
+        t.join(timeout=20)
+        assert not t.is_alive(), "a client hung"
+    assert outcomes["ok"] > 0
+    # Once the server is back, new clients succeed.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with psycopg.connect(px.dsn(), autocommit=True) as conn:
+                assert conn.execute("select 42").fetchone() == (42,)
+            break
+        except psycopg.Error:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+
+def test_cancel_request_reaches_the_right_server(pgmux: Pgmux) -> None:
+    with psycopg.connect(pgmux.dsn(), autocommit=True) as conn:
+        timer = threading.Timer(0.5, conn.cancel)
+        timer.start()
+        start = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("select pg_sleep(10)")
+        assert time.monotonic() - start < 3
+        timer.join()
+        assert conn.execute("select 1").fetchone() == (1,)
