@@ -58,6 +58,8 @@ class Run:
     failed: int
     wall: float
     cpu: float | None  # seconds of CPU of the measured process over the run
+    syscalls: int | None  # its read + write system calls over the run
+    ctx_switches: int | None  # its context switches over the run
     p50_ms: float | None
     p99_ms: float | None
     errors: list[str] = field(default_factory=list)  # first lines of pgbench's stderr trouble
@@ -72,6 +74,18 @@ class Run:
         if self.cpu is None or not self.transactions:
             return None
         return self.cpu * 1e6 / self.transactions
+
+    @property
+    def syscalls_per_txn(self) -> float | None:
+        if self.syscalls is None or not self.transactions:
+            return None
+        return self.syscalls / self.transactions
+
+    @property
+    def ctx_per_txn(self) -> float | None:
+        if self.ctx_switches is None or not self.transactions:
+            return None
+        return self.ctx_switches / self.transactions
 
 
 def percentile(sorted_values: list[int], q: float) -> float | None:
@@ -117,7 +131,7 @@ def run_pgbench(bin_dir: Path, port: int, case: Case, duration: float, *, target
     cmd = [str(bin_dir / "pgbench"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
            "-n", "-T", str(int(duration)), "-j", str(min(threads, case.clients)),
            *case.flags, "--log", f"--log-prefix={log_dir}/pgbench_log", "postgres"]
-    cpu0 = procstat.tree_cpu_seconds(measure_pid) if measure_pid else None
+    snap0 = procstat.snapshot(measure_pid) if measure_pid else None
     t0 = time.monotonic()
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, check=False,
@@ -128,7 +142,7 @@ def run_pgbench(bin_dir: Path, port: int, case: Case, duration: float, *, target
         out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
         err = f"pgbench timed out after {duration + timeout_extra:.0f}s"
     wall = time.monotonic() - t0
-    cpu1 = procstat.tree_cpu_seconds(measure_pid) if measure_pid else None
+    snap1 = procstat.snapshot(measure_pid) if measure_pid else None
     try:
         lat = sorted(read_latencies(log_dir))
     finally:
@@ -143,7 +157,9 @@ def run_pgbench(bin_dir: Path, port: int, case: Case, duration: float, *, target
         transactions=int(m_n.group(1)) if m_n else 0,
         failed=int(m_f.group(1)) if m_f else 0,
         wall=wall,
-        cpu=None if cpu0 is None or cpu1 is None else cpu1 - cpu0,
+        cpu=None if snap0 is None or snap1 is None else snap1[0] - snap0[0],
+        syscalls=None if snap0 is None or snap1 is None else snap1[1] - snap0[1],
+        ctx_switches=None if snap0 is None or snap1 is None else snap1[2] - snap0[2],
         p50_ms=_ms(percentile(lat, 0.50)), p99_ms=_ms(percentile(lat, 0.99)),
         errors=errors,
         latencies_us=lat if keep_latencies else [],

@@ -70,3 +70,41 @@ def tree_rss_kib(pid: int) -> int:
         except OSError:
             pass
     return total
+
+
+def syscalls(pid: int) -> int:
+    """Read plus write system calls pid has made (syscr + syscw of /proc/PID/io): the socket
+    reads, recvs, writes and sends, but not epoll or accept."""
+    total = 0
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith(("syscr:", "syscw:")):
+                total += int(line.split()[1])
+    except OSError:
+        return 0
+    return total
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary plus involuntary context switches of pid's threads."""
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0
+    for task in tasks:
+        try:
+            text = (task / "status").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                total += int(line.split()[1])
+    return total
+
+
+def snapshot(pid: int) -> tuple[float, int, int]:
+    """(CPU seconds, read+write syscalls, context switches) of pid and its descendants."""
+    pids = tree(pid)
+    return (sum(cpu_seconds(p) for p in pids), sum(syscalls(p) for p in pids),
+            sum(context_switches(p) for p in pids))

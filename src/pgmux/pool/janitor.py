@@ -74,7 +74,9 @@ def run_janitor(pooler: Pooler, now: float) -> None:
                     server.login_failed("connect timeout")
         # Launch what waiters, the reserve pool or min_pool_size call for.
         if not pooler.paused and not pool.disabled:
-            if core.waiting:
+            # NOTE: welcome_waiters: clients waiting for the pool's first server, which
+            # max_db_connections/max_user_connections may have held back.
+            if core.waiting or (pool.welcome_waiters and not core.login):
                 pooler.launch_needed(pool)
             elif core.limits.min_pool_size and core.server_count < core.limits.min_pool_size \
                     and (core.clients or pool.welcome is not None):

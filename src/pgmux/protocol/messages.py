@@ -144,6 +144,10 @@ def startup_message(params: Mapping[str, str]) -> bytes:
     return INT32.pack(len(body) + 4) + body
 
 
+def ssl_request() -> bytes:
+    return struct.pack("!ii", 8, SSL_REQUEST)
+
+
 def cancel_request(pid: int, key: int) -> bytes:
     return struct.pack("!iiii", 16, CANCEL_REQUEST, pid, key)
 

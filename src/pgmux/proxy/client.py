@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from enum import Enum
 from typing import TYPE_CHECKING, Any, cast
@@ -36,6 +37,7 @@ _STATUS_I = 73
 
 class Phase(Enum):
     STARTUP = "startup"
+    TLS = "tls"           # TLS handshake in progress
     AUTH = "auth"
     WELCOME = "welcome"   # authenticated, waiting for the pool's first server login
     READY = "ready"
@@ -229,6 +231,32 @@ class ClientConnection(asyncio.Protocol):
             self.params[name] = value
 
     # ---- startup and authentication -----------------------------------------------------
+    def start_tls(self, context: ssl.SSLContext) -> None:
+        """Upgrade to TLS after answering 'S' to an SSLRequest."""
+        if self._startup_buf:
+            # NOTE: bytes sent after SSLRequest, before the handshake, could be injected by a
+            # man in the middle; PostgreSQL refuses them too.
+            self.fatal("received unencrypted data after SSL request")
+            return
+        self.phase = Phase.TLS
+
+        async def upgrade() -> None:
+            loop = asyncio.get_running_loop()
+            assert self.transport is not None
+            try:
+                new = await loop.start_tls(self.transport, self, context, server_side=True,
+                                           ssl_handshake_timeout=15)
+            except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
+                self.disconnect(f"TLS handshake failed: {exc}", notify=False)
+                return
+            if self.phase is not Phase.TLS or new is None:
+                return
+            self.transport = cast(asyncio.Transport, new)
+            self.tls = True
+            self.phase = Phase.STARTUP
+
+        self.pooler.spawn(upgrade())
+
     def _not_ready(self, data: bytes) -> None:
         if self.phase is Phase.STARTUP:
             buf = self._startup_buf

@@ -17,6 +17,7 @@ from pgmux.config import Config, DatabaseConfig
 from pgmux.pool.core import ClientState, PoolLimits, ServerState
 from pgmux.pool.pool import Pool
 from pgmux.protocol import messages as m
+from pgmux.proxy import tls
 from pgmux.proxy.client import ClientConnection
 from pgmux.proxy.client import Phase as ClientPhase
 from pgmux.proxy.server import Phase as ServerPhase
@@ -56,6 +57,8 @@ class Pooler:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.started = time.time()
         self._apply_tracked()
+        self.client_tls = tls.client_context(self.settings)
+        self.server_tls = tls.server_context(self.settings)
 
     def _apply_tracked(self) -> None:
         extra = tuple(getattr(self.settings, "track_extra_parameters", ()) or ())
@@ -127,8 +130,7 @@ class Pooler:
         self.clients.add(client)
         if self.shutting_down:
             client.fatal("server shutting down", "57P01")
-        elif len(self.clients) > self.settings.max_client_conn:
-            client.fatal("no more connections allowed (max_client_conn)", "53300")
+        # NOTE: max_client_conn is checked in client_startup, after the startup packet.
 
     def startup_packet(self, client: ClientConnection, packet: m.StartupPacket) -> None:
         if isinstance(packet, m.SSLRequest | m.GSSENCRequest):
@@ -141,12 +143,20 @@ class Pooler:
         self.client_startup(client, packet.params)
 
     def negotiate_encryption(self, client: ClientConnection, packet: m.StartupPacket) -> None:
-        """Answer SSLRequest/GSSENCRequest; 'N' means carry on in plain text."""
+        """Answer SSLRequest/GSSENCRequest: 'S' and a TLS handshake when client TLS is on,
+        else 'N', which means carry on in plain text."""
         assert client.transport is not None
-        client.transport.write(b"N")
+        if isinstance(packet, m.SSLRequest) and self.client_tls is not None and not client.tls:
+            client.transport.write(b"S")
+            client.start_tls(self.client_tls)
+        else:
+            client.transport.write(b"N")
 
     def client_startup(self, client: ClientConnection, params: dict[str, str]) -> None:
         s = self.settings
+        if s.client_tls_sslmode in tls.REQUIRED and not client.tls and client.addr != "unix":
+            client.fatal("SSL required", "28000")
+            return
         ignored = {p.lower() for p in s.ignore_startup_parameters}
         startup: dict[str, str] = {}
         for key, value in params.items():
@@ -166,6 +176,13 @@ class Pooler:
             return
         dbname = params.get("database") or user
         client.user, client.dbname, client.startup = user, dbname, startup
+        # NOTE: checked here, after the startup packet, as PgBouncer does (not at accept):
+        # an ErrorResponse sent at accept lands in the client's SSLRequest exchange, and
+        # libpq then reports only "server sent an error response during SSL exchange".
+        # The admin console is exempt, as in PgBouncer.
+        if len(self.clients) > s.max_client_conn and dbname != "pgbouncer":
+            client.fatal("no more connections allowed (max_client_conn)", "53300")
+            return
         if params.get("replication"):
             client.fatal("replication connections are not supported")
             return
@@ -251,7 +268,9 @@ class Pooler:
             limit = db.max_db_client_connections or s.max_db_client_connections
             n = sum(1 for c in self.clients if c.dbname == client.dbname and c.pool is not None)
             if n >= limit:
-                client.fatal("no more connections allowed (max_db_client_connections)", "53300")
+                # NOTE: PgBouncer's wording for the per-database client limit.
+                client.fatal("client connections exceeded (max_db_client_connections)",
+                             "53300")
                 return
         user_conf = self.config.users.get(client.user)
         ulimit = (user_conf.max_user_client_connections if user_conf else 0) or \
@@ -259,7 +278,8 @@ class Pooler:
         if ulimit:
             n = sum(1 for c in self.clients if c.user == client.user and c.pool is not None)
             if n >= ulimit:
-                client.fatal("no more connections allowed (max_user_client_connections)",
+                # NOTE: PgBouncer's wording for the per-user client limit.
+                client.fatal("client connections exceeded (max_user_client_connections)",
                              "53300")
                 return
         pool = self.get_pool(db, client.user, client)
@@ -276,8 +296,10 @@ class Pooler:
             return
         client.phase = ClientPhase.WELCOME
         pool.welcome_waiters.append(lambda error: self._welcome_or_fail(client, pool, error))
-        if not pool.core.login:
-            self.launch_connection(pool)
+        # NOTE: the first login obeys max_db_connections/max_user_connections too (evicting
+        # another pool's idle server if need be); when no room can be made now, the janitor
+        # tries again while welcome_waiters is not empty.
+        self.launch_needed(pool)
 
     def _welcome_or_fail(self, client: ClientConnection, pool: Pool, error: str | None) -> None:
         if client.phase is not ClientPhase.WELCOME:
@@ -457,12 +479,39 @@ class Pooler:
         if pool.last_login_failed and \
                 monotonic() - pool.last_login_failed < self.settings.server_login_retry:
             return
+        now = monotonic()
+        want = pool.core.wanted_launches(now, _UNLIMITED, _UNLIMITED)
+        if pool.welcome is None and pool.welcome_waiters and not pool.core.login:
+            want = max(want, 1)  # NOTE: logged-in clients wait for the pool's first server
         db_room, user_room = self.room(pool)
-        n = pool.core.wanted_launches(monotonic(), db_room, user_room)
+        # NOTE: PgBouncer's evict_connection/evict_user_connection: when clients wait and the
+        # database or user limit is what stops a launch, close the longest-idle server of
+        # another pool of that database/user to make room (never for min_pool_size alone).
+        evict = bool(pool.core.waiting or pool.welcome_waiters)
+        while evict and min(db_room, user_room) < want and \
+                self._evict_idle(pool, by_db=db_room < want):
+            db_room, user_room = self.room(pool)
+        n = max(0, min(want, db_room, user_room))
         if pool.last_login_failed:
             n = min(n, 1)  # NOTE: after a failure, probe with one connection
         for _ in range(n):
             self.launch_connection(pool)
+
+    def _evict_idle(self, pool: Pool, by_db: bool) -> bool:
+        """Close the longest-idle server of another pool of pool's database (by_db) or
+        server user; False when there is none."""
+        oldest: ServerConnection | None = None
+        for other in self.pools.values():
+            if other is pool or (other.name != pool.name if by_db else
+                                 other.server_user != pool.server_user):
+                continue
+            for server in other.core.idle:
+                if oldest is None or server.request_time < oldest.request_time:
+                    oldest = server
+        if oldest is None:
+            return False
+        oldest.disconnect("evicted")
+        return True
 
     def launch_connection(self, pool: Pool) -> None:
         server = ServerConnection(self, pool)

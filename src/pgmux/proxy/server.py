@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from enum import Enum
 from typing import TYPE_CHECKING, cast
@@ -32,6 +33,7 @@ _STATUS_I = 73  # ord("I")
 
 class Phase(Enum):
     CONNECTING = "connecting"
+    TLS = "tls"               # SSLRequest sent, or handshake in progress
     LOGIN = "login"
     READY = "ready"
     CLOSED = "closed"
@@ -70,6 +72,7 @@ class ServerConnection(asyncio.Protocol):
         self._login_auth: object | None = None
         self.local_port = 0
         self.login_error: str | None = None
+        self.tls = False
 
     # ---- naming for logs ----------------------------------------------------------------
     def prefix(self) -> str:
@@ -80,12 +83,14 @@ class ServerConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # NOTE: uvloop's transports are not asyncio.Transport subclasses; same interface.
         self.transport = cast(asyncio.Transport, transport)
-        self.phase = Phase.LOGIN
         sock = transport.get_extra_info("sockname")
         if isinstance(sock, tuple):
             self.local_port = int(sock[1])
-        params = self.pool.startup_params()
-        transport.write(m.startup_message(params))
+        if self.pooler.server_tls is not None and self.local_port:
+            self.phase = Phase.TLS
+            self.transport.write(m.ssl_request())
+        else:
+            self._send_startup()
         if self.pooler.settings.log_connections:
             log.info("%s new connection to server (from %s)", self.prefix(),
                      f"127.0.0.1:{self.local_port}" if self.local_port else "unix")
@@ -229,7 +234,47 @@ class ServerConnection(asyncio.Protocol):
                 self.link.server_param(name, value)
 
     # ---- login --------------------------------------------------------------------------
+    def _send_startup(self) -> None:
+        self.phase = Phase.LOGIN
+        self.send(m.startup_message(self.pool.startup_params()))
+
+    def _tls_answer(self, data: bytes) -> None:
+        """The server's one-byte answer to SSLRequest."""
+        mode = self.pooler.settings.server_tls_sslmode
+        if data[:1] == b"N":
+            if mode in ("require", "verify-ca", "verify-full"):
+                self.login_failed("server refused SSL")
+                return
+            self._send_startup()
+            return
+        if data[:1] != b"S" or len(data) > 1:
+            self.login_failed("bad SSL response from server")
+            return
+        context = self.pooler.server_tls
+        assert context is not None and self.transport is not None
+        transport = self.transport
+        hostname = self.pool.host if mode == "verify-full" else None
+
+        async def upgrade() -> None:
+            loop = asyncio.get_running_loop()
+            try:
+                new = await loop.start_tls(transport, self, context, server_hostname=hostname,
+                                           ssl_handshake_timeout=15)
+            except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
+                self.login_failed(f"server TLS handshake failed: {exc}")
+                return
+            if self.phase is not Phase.TLS or new is None:
+                return
+            self.transport = cast(asyncio.Transport, new)
+            self.tls = True
+            self._send_startup()
+
+        self.pooler.spawn(upgrade())
+
     def _login_received(self, data: bytes) -> None:
+        if self.phase is Phase.TLS:
+            self._tls_answer(data)
+            return
         framer = self._login_framer
         if framer is None:
             return

@@ -1,0 +1,72 @@
+"""TLS contexts from PgBouncer's client_tls_* and server_tls_* settings."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+# sslmode values that refuse a plain-text peer.
+REQUIRED = frozenset(("require", "verify-ca", "verify-full"))
+
+
+def _protocols(ctx: ssl.SSLContext, spec: str) -> None:
+    """PgBouncer's tls_protocols: 'secure' (TLS 1.2+), 'all', or a list like 'tlsv1.2,tlsv1.3'."""
+    spec = (spec or "secure").lower().replace(" ", "")
+    if spec in ("secure", "default"):
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        return
+    if spec in ("all", "legacy"):
+        return
+    versions = {"tlsv1.0": ssl.TLSVersion.TLSv1, "tlsv1.1": ssl.TLSVersion.TLSv1_1,
+                "tlsv1.2": ssl.TLSVersion.TLSv1_2, "tlsv1.3": ssl.TLSVersion.TLSv1_3}
+    chosen = [versions[p] for p in spec.split(",") if p in versions]
+    if chosen:
+        ctx.minimum_version = min(chosen)
+        ctx.maximum_version = max(chosen)
+
+
+def _ciphers(ctx: ssl.SSLContext, spec: str) -> None:
+    if spec and spec.lower() not in ("default", "normal", "secure", "fast"):
+        ctx.set_ciphers(spec)
+
+
+def client_context(settings: Any) -> ssl.SSLContext | None:
+    """The context pgmux serves TLS to clients with, or None when client TLS is off."""
+    mode = settings.client_tls_sslmode
+    if mode == "disable" or not settings.client_tls_cert_file:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(settings.client_tls_cert_file, settings.client_tls_key_file or None)
+    _protocols(ctx, settings.client_tls_protocols)
+    _ciphers(ctx, settings.client_tls_ciphers)
+    if mode in ("verify-ca", "verify-full"):
+        # NOTE: for clients, verify-* means a client certificate signed by client_tls_ca_file.
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(settings.client_tls_ca_file)
+    elif settings.client_tls_ca_file:
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.load_verify_locations(settings.client_tls_ca_file)
+    return ctx
+
+
+def server_context(settings: Any) -> ssl.SSLContext | None:
+    """The context pgmux uses towards PostgreSQL, or None when server TLS is off."""
+    mode = settings.server_tls_sslmode
+    if mode == "disable":
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    _protocols(ctx, settings.server_tls_protocols)
+    _ciphers(ctx, settings.server_tls_ciphers)
+    if mode in ("verify-ca", "verify-full"):
+        ctx.check_hostname = mode == "verify-full"
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        if settings.server_tls_ca_file:
+            ctx.load_verify_locations(settings.server_tls_ca_file)
+        else:
+            ctx.load_default_certs()
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if settings.server_tls_cert_file:
+        ctx.load_cert_chain(settings.server_tls_cert_file, settings.server_tls_key_file or None)
+    return ctx
