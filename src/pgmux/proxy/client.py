@@ -83,6 +83,7 @@ class ClientConnection(asyncio.Protocol):
         self.tls = False
         self.auth_ok_sent = False
         self.scram_keys: Any = None
+        self.auth_secret: str | None = None  # looked up with auth_query
 
     def prefix(self) -> str:
         return f"C-{id(self):#x}: {self.dbname or '(nodb)'}/{self.user or '(nouser)'}@" \

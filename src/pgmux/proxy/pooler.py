@@ -217,13 +217,43 @@ class Pooler:
             db = self.config.database(client.dbname)
             if db is not None and db.user == client.user and db.password:
                 secret = db.password
+            elif db is not None and (db.auth_user or self.settings.auth_user):
+                # NOTE: not in auth_file: ask the server (auth_user + auth_query), then go on.
+                client.phase = ClientPhase.AUTH
+                client.auth = None
+                self.spawn(self._lookup_then_auth(client, db, method))
+                return
+        self._begin_exchange(client, method, secret, admin)
+
+    def _begin_exchange(self, client: ClientConnection, method: str, secret: str | None,
+                        admin: bool) -> None:
         auth = ClientAuthenticator(method, client.user, secret)
         client.auth = (auth, admin)
         client.phase = ClientPhase.AUTH
         assert client.transport is not None
         client.transport.write(auth.start())
 
+    async def _lookup_then_auth(self, client: ClientConnection, db: DatabaseConfig,
+                                method: str) -> None:
+        from pgmux.proxy.authquery import lookup_secret
+
+        auth_user = db.auth_user or self.settings.auth_user
+        try:
+            secret = await lookup_secret(self, db, auth_user, client.user)
+        except Exception as exc:  # noqa: BLE001 - any failure refuses this login only
+            log.warning("%s auth_query failed: %s", client.prefix(), exc)
+            if client.phase is ClientPhase.AUTH:
+                client.fatal("bouncer config error")
+            return
+        if client.phase is not ClientPhase.AUTH:
+            return
+        client.auth_secret = secret
+        self._begin_exchange(client, method, secret, admin=False)
+
     def auth_message(self, client: ClientConnection, t: int, body: bytes) -> None:
+        if client.auth is None:
+            client.fatal("password message before authentication request")
+            return
         auth, admin = client.auth
         if t != m.F_PASSWORD:
             client.fatal("expected password message during authentication")
@@ -338,7 +368,8 @@ class Pooler:
         else:
             password = conf.userlist.get(user)
             if password is None:
-                password = db.password
+                password = client.auth_secret if client is not None and \
+                    client.auth_secret else db.password
         name = key[0]
         size = conf.pool_size_for(name, server_user)
         startup: dict[str, str] = {}

@@ -1,0 +1,59 @@
+"""auth_user + auth_query: look a client's secret up in the server when the auth_file lacks
+it, over one cached connection per (server, database, auth_user)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+if TYPE_CHECKING:
+    from pgmux.config import DatabaseConfig
+    from pgmux.proxy.pooler import Pooler
+
+
+def _placeholders(query: str) -> str:
+    """auth_query uses $1 (PgBouncer's form); psycopg wants %s."""
+    return query.replace("%", "%%").replace("$1", "%s")
+
+
+async def lookup_secret(pooler: Pooler, db: DatabaseConfig, auth_user: str, user: str
+                        ) -> str | None:
+    """The stored secret (md5 or SCRAM verifier) of user, or None when there is none."""
+    s = pooler.settings
+    host = db.host or s.unix_socket_dir or "/tmp"
+    dbname = db.auth_dbname or s.auth_dbname or db.dbname or db.name
+    key = (host, db.port, dbname, auth_user)
+    cache: dict[Any, Any] = pooler.__dict__.setdefault("_auth_conns", {})
+    entry = cache.get(key)
+    if entry is None:
+        entry = cache[key] = {"lock": asyncio.Lock(), "conn": None}
+    query = _placeholders(db.auth_query or s.auth_query)
+    async with entry["lock"]:
+        for attempt in (1, 2):
+            conn = entry["conn"]
+            if conn is None or conn.closed:
+                password = pooler.config.userlist.get(auth_user)
+                if password is None and db.user == auth_user:
+                    password = db.password
+                conn = await psycopg.AsyncConnection.connect(
+                    host=host, port=db.port, dbname=dbname, user=auth_user,
+                    password=password if password and not password.startswith(
+                        ("md5", "SCRAM-SHA-256$")) else None,
+                    autocommit=True, connect_timeout=int(s.server_connect_timeout or 15),
+                    application_name="pgmux auth_query",
+                    **({"sslmode": "disable"} if host.startswith(os.sep) else {}))
+                entry["conn"] = conn
+            try:
+                cur = await conn.execute(query, (user,))
+                row = await cur.fetchone()
+                break
+            except psycopg.OperationalError:
+                entry["conn"] = None
+                if attempt == 2:
+                    raise
+    if row is None or len(row) < 2 or row[1] is None:
+        return None
+    return str(row[1])
