@@ -392,6 +392,7 @@ def rewrite(chunk: bytes, msgs: list[tuple[int, int, int]], client: ClientStatem
     names = client._names
     reset = False
     client_parses = binds = 0
+    reg: tuple[Statement, int] | None
     parses_before = server.server_parses
 
     def fail(text: str, sqlstate: str) -> None:
@@ -411,40 +412,42 @@ def rewrite(chunk: bytes, msgs: list[tuple[int, int, int]], client: ClientStatem
 
     for t, s, e in msgs:
         if t == F_PARSE:
-            if chunk[s + 5] == 0:  # unnamed statement: pass through
+            n = _cstr_end(chunk, s + 5, e)
+            if n == s + 5:  # unnamed statement: pass through
                 pending.append(_E_PASS_1)
-                first = chunk[s + 6] if s + 6 < e else 0
-                if (first | 0x20 == 0x64 or first <= 0x20) and resets_statements(
-                        chunk[s + 6:e]):
+                first = chunk[n + 1] if n + 1 < e else 0
+                # NOTE: only text starting with d/D or a blank can be DEALLOCATE/DISCARD.
+                if ((first | 0x20) == 0x64 or first <= 0x20) and resets_statements(
+                        chunk[n + 1:e]):
                     client.clear()
+                    # NOTE: it takes effect at Execute, so the server is written off at Sync.
                     server._invalidate_at_sync = True
                     reset = True
                 continue
-            n = _cstr_end(chunk, s + 5, e)
             name = chunk[s + 5:n]
             out.append(chunk[done:s])
             done = e
-            client_parses += 1
             if name in names:
                 fail(f'prepared statement "{name.decode("utf-8", "replace")}" already exists',
                      "42P05")
                 continue
+            client_parses += 1
             stmt = client.registry.intern(chunk[n + 1:e])
-            reg = client._add(name, stmt)
+            added = client._add(name, stmt)
             if stmt in prepared:
                 prepared.move_to_end(stmt)
                 server._in_batch.add(stmt)
                 out.append(NOOP_CLOSE)
-                pending.append(_Expect(_FAKE_PARSE, client, name, reg))
+                pending.append(_Expect(_FAKE_PARSE, client, name, added))
             else:
                 seq = server._parse(stmt, out)
                 out.append(message(F_PARSE, stmt.name + b"\x00" + stmt.content))
-                pending.append(_Expect(_PARSE, client, name, reg, stmt, seq))
+                pending.append(_Expect(_PARSE, client, name, added, stmt, seq))
         elif t == F_BIND:
             p = _cstr_end(chunk, s + 5, e)
-            if chunk[p + 1] == 0:  # unnamed statement
-                continue
             n = _cstr_end(chunk, p + 1, e)
+            if n == p + 1:  # unnamed statement
+                continue
             name = chunk[p + 1:n]
             out.append(chunk[done:s])
             done = e
@@ -459,11 +462,13 @@ def rewrite(chunk: bytes, msgs: list[tuple[int, int, int]], client: ClientStatem
             body = chunk[s + 5:p + 1] + stmt.name + chunk[n:e]
             out.append(HEADER.pack(F_BIND, len(body) + 4) + body)
         elif t == F_DESCRIBE or t == F_CLOSE:
-            if chunk[s + 5] != _S or chunk[s + 6] == 0:  # portal or unnamed statement
+            if e - s < 7:
+                raise ProtocolError("Describe/Close message too short")
+            n = _cstr_end(chunk, s + 6, e)
+            if chunk[s + 5] != _S or n == s + 6:  # portal or unnamed statement
                 if t == F_CLOSE:
                     pending.append(_E_PASS_3)
                 continue
-            n = _cstr_end(chunk, s + 6, e)
             name = chunk[s + 6:n]
             out.append(chunk[done:s])
             done = e

@@ -56,6 +56,7 @@ class Pooler:
         self._janitor: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.started = time.time()
+        self.auto_sizes: dict[str, int] = {}
         self._apply_tracked()
         self.client_tls = tls.client_context(self.settings)
         self.server_tls = tls.server_context(self.settings)
@@ -86,8 +87,51 @@ class Pooler:
             with contextlib.suppress(OSError):
                 os.chmod(path, int(str(getattr(s, "unix_socket_mode", "0777")), 8))
             self.listeners.append(server)
+        await self.size_auto_pools()
         self._janitor = loop.call_later(JANITOR_PERIOD, self._janitor_tick)
         log.info("process up: %s, listening on %s:%d", "pgmux", s.listen_addr, s.listen_port)
+
+    async def size_auto_pools(self) -> None:
+        """pool_size=auto: 75% (auto_pool_fraction) of what the role may use on the server,
+        read from the server itself at start and on RELOAD."""
+        from pgmux.config import POOL_SIZE_AUTO
+        from pgmux.doctor.facts import LIMITS_QUERY, limits_from_row
+        from pgmux.doctor.plan import auto_pool_size
+
+        sizes: dict[str, int] = {}
+        for name, db in self.config.databases.items():
+            if db.pool_size != POOL_SIZE_AUTO:
+                continue
+            role = db.user or self.settings.auth_user
+            if not role:
+                log.warning("pool_size=auto for %s needs user= (or auth_user) to read the "
+                            "server's limits; using default_pool_size", name)
+                continue
+            password = db.password or self.config.userlist.get(role)
+            host = db.host or self.settings.unix_socket_dir or "/tmp"
+            try:
+                import psycopg
+
+                async with await psycopg.AsyncConnection.connect(
+                        host=host, port=db.port, dbname=db.dbname or name, user=role,
+                        password=password or None, autocommit=True,
+                        application_name="pgmux pool_size=auto",
+                        connect_timeout=int(self.settings.server_connect_timeout or 15)) as conn:
+                    row = await (await conn.execute(LIMITS_QUERY)).fetchone()
+            except Exception as exc:  # noqa: BLE001 - the pooler still starts
+                log.warning("pool_size=auto for %s: cannot read limits (%s); using "
+                            "default_pool_size", name, exc)
+                continue
+            assert row is not None
+            lim = limits_from_row(row)
+            size = auto_pool_size(lim.max_connections, lim.superuser_reserved + lim.reserved,
+                                  lim.role_limit, lim.db_limit,
+                                  fraction=self.config.pgmux.auto_pool_fraction)
+            sizes[name] = size
+            log.info("pool_size=auto for %s: %d (max_connections=%d, reserved=%d, role limit "
+                     "%s, database limit %s)", name, size, lim.max_connections,
+                     lim.superuser_reserved + lim.reserved, lim.role_limit, lim.db_limit)
+        self.auto_sizes = sizes
 
     @property
     def unix_socket_path(self) -> str | None:
@@ -372,6 +416,8 @@ class Pooler:
                     client.auth_secret else db.password
         name = key[0]
         size = conf.pool_size_for(name, server_user)
+        if size < 0:  # pool_size=auto
+            size = self.auto_sizes.get(db.name, s.default_pool_size)
         startup: dict[str, str] = {}
         for attr, param in (("client_encoding", "client_encoding"), ("datestyle", "DateStyle"),
                             ("timezone", "TimeZone"), ("application_name", "application_name")):
