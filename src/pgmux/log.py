@@ -46,4 +46,5 @@ def setup_logging(logfile: str | None = None, verbose: int = 0, quiet: bool = Fa
 def sock_prefix(kind: str, obj: object, db: str | None, user: str | None,
                 addr: str | None, port: int | None) -> str:
     """PgBouncer's socket prefix, e.g. `C-0x7f..: db/user@127.0.0.1:5432`."""
-    return f"{kind}-{id(obj):#x}: {db or '(nodb)'}/{user or '(nouser)'}@{addr or 'unix'}:{port or 0}"
+    where = f"{addr or 'unix'}:{port or 0}"
+    return f"{kind}-{id(obj):#x}: {db or '(nodb)'}/{user or '(nouser)'}@{where}"

@@ -25,7 +25,7 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     if loop_name() == "uvloop":
         import uvloop
 
-        return uvloop.run(main)  # type: ignore[no-any-return]
+        return uvloop.run(main)
     return asyncio.run(main)
 
 
@@ -33,5 +33,5 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     if loop_name() == "uvloop":
         import uvloop
 
-        return uvloop.new_event_loop()  # type: ignore[no-any-return]
+        return uvloop.new_event_loop()
     return asyncio.new_event_loop()

@@ -30,7 +30,8 @@ def backends(pg: EmbeddedPostgres, db: str) -> int:
 
 
 def test_300_clients_on_a_pool_of_10(pg: EmbeddedPostgres, pgmux_factory: PgmuxFactory) -> None:
-    run_in_testdb(pg, "drop table if exists load_rows; create table load_rows (c int, t int, v int)")
+    run_in_testdb(pg, "drop table if exists load_rows; "
+                      "create table load_rows (c int, t int, v int)")
     px = pgmux_factory({"default_pool_size": 10, "max_client_conn": 400,
                         "query_wait_timeout": 60})
     peak = 0

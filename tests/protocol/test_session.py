@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pgmux.protocol.session import LinkState
 
-I, T = ord("I"), ord("T")
+IDLE, IN_TX = ord("I"), ord("T")
 
 
 def send(ls: LinkState, types: str) -> None:
@@ -16,7 +16,7 @@ def test_simple_query() -> None:
     ls = LinkState()
     send(ls, "Q")
     assert not ls.idle
-    assert ls.ready(I) and ls.idle
+    assert ls.ready(IDLE) and ls.idle
 
 
 def test_extended_batch_released_only_after_sync_answer() -> None:
@@ -24,15 +24,15 @@ def test_extended_batch_released_only_after_sync_answer() -> None:
     send(ls, "PBDE")
     assert not ls.idle  # batch open, no Sync yet
     send(ls, "S")
-    assert ls.ready(I)
+    assert ls.ready(IDLE)
 
 
 def test_pipeline_of_several_syncs() -> None:
     ls = LinkState()
     send(ls, "PBES" * 3)
-    assert not ls.ready(I)
-    assert not ls.ready(I)
-    assert ls.ready(I)
+    assert not ls.ready(IDLE)
+    assert not ls.ready(IDLE)
+    assert ls.ready(IDLE)
 
 
 def test_flush_keeps_the_batch_open() -> None:
@@ -40,14 +40,14 @@ def test_flush_keeps_the_batch_open() -> None:
     send(ls, "PDH")
     assert not ls.idle
     send(ls, "BES")
-    assert ls.ready(I)
+    assert ls.ready(IDLE)
 
 
 def test_transaction_status_is_kept() -> None:
     ls = LinkState()
     send(ls, "Q")
-    assert ls.ready(T)
-    assert ls.status == T
+    assert ls.ready(IN_TX)
+    assert ls.status == IN_TX
 
 
 def test_extended_copy_in_ignores_the_sync_sent_with_it() -> None:
@@ -57,7 +57,7 @@ def test_extended_copy_in_ignores_the_sync_sent_with_it() -> None:
     send(ls, "dd")
     send(ls, "c")
     send(ls, "S")  # libpq sends a Sync after CopyDone in extended mode
-    assert ls.ready(I)
+    assert ls.ready(IDLE)
 
 
 def test_simple_copy_in() -> None:
@@ -65,4 +65,4 @@ def test_simple_copy_in() -> None:
     send(ls, "Q")
     ls.copy_in_started()
     send(ls, "ddc")
-    assert ls.ready(I)
+    assert ls.ready(IDLE)

@@ -11,7 +11,8 @@ _SESSION_PREFIXES = (
 )
 # NOTE: session-level advisory locks; the xact variants ("advisory_xact_lock") do not match.
 _SESSION_ANYWHERE = (b"set_config", b"advisory_lock", b"dblink_connect")
-_NOT_SESSION = (b"set local", b"set transaction", b"set constraints", b"set session characteristics")
+_NOT_SESSION = (b"set local", b"set transaction", b"set constraints",
+                b"set session characteristics")
 
 
 def _starts_session(stmt: bytes) -> bool:

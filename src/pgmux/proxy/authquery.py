@@ -4,7 +4,6 @@ it, over one cached connection per (server, database, auth_user)."""
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -38,13 +37,13 @@ async def lookup_secret(pooler: Pooler, db: DatabaseConfig, auth_user: str, user
                 password = pooler.config.userlist.get(auth_user)
                 if password is None and db.user == auth_user:
                     password = db.password
-                conn = await psycopg.AsyncConnection.connect(
-                    host=host, port=db.port, dbname=dbname, user=auth_user,
-                    password=password if password and not password.startswith(
-                        ("md5", "SCRAM-SHA-256$")) else None,
-                    autocommit=True, connect_timeout=int(s.server_connect_timeout or 15),
-                    application_name="pgmux auth_query",
-                    **({"sslmode": "disable"} if host.startswith(os.sep) else {}))
+                plain = password if password and not password.startswith(
+                    ("md5", "SCRAM-SHA-256$")) else None
+                conninfo = psycopg.conninfo.make_conninfo(
+                    host=host, port=db.port, dbname=dbname, user=auth_user, password=plain,
+                    connect_timeout=int(s.server_connect_timeout or 15),
+                    application_name="pgmux auth_query")
+                conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
                 entry["conn"] = conn
             try:
                 cur = await conn.execute(query, (user,))

@@ -187,7 +187,7 @@ class ClientConnection(asyncio.Protocol):
         return changes_session(chunk[name_end + 1:q_end])
 
     def _queue(self, chunk: bytes, msgs: list[tuple[int, int, int]]) -> None:
-        for t, start, end in msgs:
+        for t, _, _ in msgs:
             if t == _X:
                 self.disconnect("client close request", notify=False)
                 return
@@ -247,12 +247,12 @@ class ClientConnection(asyncio.Protocol):
             try:
                 new = await loop.start_tls(self.transport, self, context, server_side=True,
                                            ssl_handshake_timeout=15)
-            except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
+            except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
                 self.disconnect(f"TLS handshake failed: {exc}", notify=False)
                 return
             if self.phase is not Phase.TLS or new is None:
                 return
-            self.transport = cast(asyncio.Transport, new)
+            self.transport = new
             self.tls = True
             self.phase = Phase.STARTUP
 
@@ -282,7 +282,7 @@ class ClientConnection(asyncio.Protocol):
             except m.ProtocolError as exc:
                 self.fatal(str(exc))
                 return
-            for i, (t, start, end) in enumerate(msgs):
+            for t, start, end in msgs:
                 if self.phase is not Phase.AUTH:
                     # NOTE: a client may pipeline its first query behind the password.
                     rest = chunk[start:]

@@ -206,8 +206,8 @@ class Control:
             server.disconnect(reason)
 
     def _exit(self, why: str) -> None:
-        log.info("shutdown: %s, exiting", why)
-        if self.stop is not None:
+        if self.stop is not None and not self.stop.is_set():
+            log.info("shutdown: %s, exiting", why)
             self.stop.set()
 
     # ---- PAUSE / RESUME -----------------------------------------------------------------

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgmux.auth import AuthError, ClientAuthenticator
 from pgmux.config import Config, DatabaseConfig
@@ -22,6 +23,9 @@ from pgmux.proxy.client import ClientConnection
 from pgmux.proxy.client import Phase as ClientPhase
 from pgmux.proxy.server import Phase as ServerPhase
 from pgmux.proxy.server import ServerConnection
+
+if TYPE_CHECKING:
+    from pgmux.proxy.control import Control
 
 log = logging.getLogger("pgmux")
 monotonic = time.monotonic
@@ -230,6 +234,10 @@ class Pooler:
         if params.get("replication"):
             client.fatal("replication connections are not supported")
             return
+        refusal = self.control.refuse_login(dbname)
+        if refusal is not None:
+            client.fatal(*refusal)
+            return
         if dbname == "pgbouncer" and self.admin_factory is not None:
             self._start_auth(client, admin=True)
             return
@@ -250,7 +258,7 @@ class Pooler:
         method = self._auth_method(client.user, admin)
         if admin and client.transport is not None and \
                 client.transport.get_extra_info("peername") in ("", None) and \
-                client.user == "pgbouncer":
+                self.control.is_own_user(client):
             # NOTE: PgBouncer lets a same-uid peer in as `pgbouncer` over the Unix socket.
             method = "trust"
         if method == "trust":
@@ -331,6 +339,8 @@ class Pooler:
         if admin:
             assert self.admin_factory is not None
             client.admin = self.admin_factory(self, client)
+            if client.phase is ClientPhase.CLOSED:
+                return  # NOTE: the console refused this user ("not allowed")
             client.client_state = ClientState.ACTIVE
             client.ready(client.admin.welcome(), self._new_key(client))
             return
@@ -439,6 +449,7 @@ class Pooler:
                     server_user=server_user, server_password=password,
                     pool_mode=conf.pool_mode_for(name, server_user), limits=limits,
                     connect_query=db.connect_query, startup=startup)
+        pool.core.paused = self.control.db_paused(name)
         self.pools[key] = pool
         return pool
 
@@ -460,7 +471,7 @@ class Pooler:
         if client.server is not None:
             return
         if self.paused or pool.disabled:
-            pool.core.find_server(client, monotonic()) if not pool.core.paused else None
+            # NOTE: queue only; taking an idle server here would leave it active and unlinked.
             if client.client_state is not ClientState.WAITING:
                 client.client_state = ClientState.WAITING
                 client.wait_start = monotonic()
@@ -731,3 +742,16 @@ class Pooler:
         from pgmux.pool.janitor import run_janitor
 
         run_janitor(self, monotonic())
+
+    # ---- control (admin) ----
+    @functools.cached_property
+    def control(self) -> Control:
+        """Pause/disable/shutdown state and the operator's verbs (proxy/control.py)."""
+        from pgmux.proxy.control import Control
+
+        return Control(self)
+
+    def signal_handlers(self, stop: asyncio.Event, reload_fn: Callable[[], Config] | None
+                        ) -> dict[int, Callable[[], None]]:
+        """PgBouncer's signals; app.serve installs what this returns."""
+        return self.control.signal_handlers(stop, reload_fn)

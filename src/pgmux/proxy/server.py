@@ -260,12 +260,12 @@ class ServerConnection(asyncio.Protocol):
             try:
                 new = await loop.start_tls(transport, self, context, server_hostname=hostname,
                                            ssl_handshake_timeout=15)
-            except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
+            except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
                 self.login_failed(f"server TLS handshake failed: {exc}")
                 return
             if self.phase is not Phase.TLS or new is None:
                 return
-            self.transport = cast(asyncio.Transport, new)
+            self.transport = new
             self.tls = True
             self._send_startup()
 
