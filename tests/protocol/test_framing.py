@@ -66,7 +66,9 @@ def test_scanner_forwards_everything_and_reports_watched() -> None:
     scanner = BackendScanner(b"ZS")
     out, events = scanner.feed(data)
     assert out == data
-    assert [t for t, _ in events] == [ord("S"), ord("Z")]
+    assert [t for t, _, _ in events] == [ord("S"), ord("Z")]
+    for _, msg, pos in events:
+        assert out[pos:pos + len(msg)] == msg
     assert events[-1][1][5] == ord("T")
     assert scanner.at_boundary
 
@@ -81,7 +83,7 @@ def test_scanner_byte_at_a_time_preserves_stream() -> None:
         out += o
         events += e
     assert out == data
-    assert [(t, msg) for t, msg in events] == [
+    assert [(t, msg) for t, msg, _ in events] == [
         (ord("S"), m.parameter_status("TimeZone", "UTC")), (ord("Z"), m.ready_for_query(b"T"))]
 
 
@@ -102,7 +104,7 @@ def test_scanner_holds_a_watched_message_until_complete() -> None:
     out, events = scanner.feed(m.command_complete("SELECT 1") + z[:3])
     assert out == m.command_complete("SELECT 1") and not events
     out, events = scanner.feed(z[3:])
-    assert out == z and events == [(ord("Z"), z)]
+    assert out == z and events == [(ord("Z"), z, 0)]
 
 
 def test_scanner_whole_mode_reports_all_and_forwards_nothing() -> None:
@@ -111,7 +113,7 @@ def test_scanner_whole_mode_reports_all_and_forwards_nothing() -> None:
     scanner.whole = True
     out, events = scanner.feed(data)
     assert out == b""
-    assert [t for t, _ in events] == [ord("C"), ord("Z"), ord("D")]
+    assert [t for t, _, _ in events] == [ord("C"), ord("Z"), ord("D")]
 
 
 def test_startup_packet_parsing() -> None:
@@ -126,3 +128,13 @@ def test_startup_packet_parsing() -> None:
     assert m.take_startup_packet(bytearray(pkt[:5])) is None
     with pytest.raises(m.ProtocolError):
         m.take_startup_packet(bytearray(b"\0\0\0\x02"))
+
+
+def test_scanner_offsets_survive_a_streamed_prefix() -> None:
+    big = m.data_row(["y" * 3000])
+    z = m.ready_for_query(b"I")
+    scanner = BackendScanner(b"Z")
+    scanner.feed(big[:100])
+    out, events = scanner.feed(big[100:] + z)
+    assert events == [(ord("Z"), z, len(big) - 100)]
+    assert out[events[0][2]:] == z

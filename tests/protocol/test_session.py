@@ -43,6 +43,13 @@ def test_flush_keeps_the_batch_open() -> None:
     assert ls.ready(IDLE)
 
 
+def test_query_after_an_unsynced_batch_ends_it() -> None:
+    ls = LinkState()
+    send(ls, "PDH")
+    send(ls, "Q")
+    assert ls.ready(IDLE) and ls.idle
+
+
 def test_transaction_status_is_kept() -> None:
     ls = LinkState()
     send(ls, "Q")

@@ -77,9 +77,11 @@ class BackendScanner:
         """True when no message is partly seen: it is safe to switch modes or hand over."""
         return not self._skip and not self._tail
 
-    def feed(self, data: bytes) -> tuple[bytes, list[tuple[int, bytes]]]:
-        """Returns (bytes to forward now, watched or - in whole mode - all complete messages)."""
-        events: list[tuple[int, bytes]] = []
+    def feed(self, data: bytes) -> tuple[bytes, list[tuple[int, bytes, int]]]:
+        """Returns (bytes to forward now, events): watched or - in whole mode - all complete
+        messages as (type, message bytes, offset of the message in the forwarded bytes, or -1
+        in whole mode)."""
+        events: list[tuple[int, bytes, int]] = []
         skip = self._skip
         if skip:
             n = len(data)
@@ -90,6 +92,8 @@ class BackendScanner:
             self._skip = 0
             head = data[:skip]
             rest_out, events = self.feed(data[skip:])
+            if not self.whole:
+                events = [(t, msg, pos + skip) for t, msg, pos in events]
             return head + rest_out, events
         if self._tail:
             data = self._tail + data
@@ -106,7 +110,7 @@ class BackendScanner:
             if whole or watch[t]:
                 if end > n:
                     break
-                events.append((t, data[pos:end]))
+                events.append((t, data[pos:end], -1 if whole else pos))
             elif end > n:
                 self._skip = end - n
                 pos = n

@@ -47,9 +47,21 @@ Invariants
   first, and the server-side name is queued for a Close, so a half-known server statement is
   closed (a no-op if absent) before pgmux parses that name again.
 * pgmux-made Close messages (LRU eviction, stale names) are sent only right before a Parse that
-  pgmux sends, never between COPY data. Eviction spares statements used since the last Sync
+  pgmux sends, never between COPY data. Eviction spares statements bound since the last Sync
   (closing a statement closes its portals); the LRU may then briefly hold more than its size.
+* A Query or FunctionCall sent after extended messages with no Sync between is preceded by a
+  no-op Close ("probe", its '3' dropped): PostgreSQL skips such a Query after an earlier error,
+  and only the probe's answer (or its absence at the next 'Z') tells whether it did.
+* DEALLOCATE ALL / DISCARD ALL from the client (Query, or unnamed Parse) clears the client's
+  namespace at once (undone if that Query fails or is skipped) and writes the server's
+  statements off as stale (after the Parse's batch: it acts at Execute).
+* `feed` only ever drops a '1' or '3', turns a '3' into a '1', or swaps pgmux's own 'E' for the
+  client's; 'Z' and everything else pass, so LinkState sees every ReadyForQuery unchanged.
 * Portals, unnamed statements and every other message pass through byte for byte.
+
+Known limits: a pipelined batch sent before an earlier batch's error arrives may see the
+server-side name in an error text; Syncs sent after a COPY's Execute but before the
+CopyInResponse arrives are assumed ignored by the server (the rule LinkState uses too).
 """
 
 from __future__ import annotations
@@ -86,6 +98,10 @@ FAILING_DESCRIBE = message(F_DESCRIBE, b"S" + NONE_NAME + b"\x00")
 ANSWER_TYPES = bytes((B_PARSE_COMPLETE, B_CLOSE_COMPLETE, B_READY, B_ERROR, B_COPY_IN))
 
 _S = ord("S")
+# NOTE: a byte table: 1 for the extended-protocol messages that a Sync closes.
+_EXTENDED = bytearray(256)
+for _t in b"PBDECH":
+    _EXTENDED[_t] = 1
 _DROP = b""
 
 # Kinds of pending entries (what one sent message expects back).
@@ -99,11 +115,12 @@ _EVICT = 6  # Close pgmux added: drop '3'; if skipped, the name is still on the 
 _FAIL = 7  # failing Describe standing for a client error: replace its 'E'
 _SYNC = 8  # Sync: answered by 'Z', ignored by the server in copy-in mode
 _QUERY = 9  # Query / FunctionCall: answered by 'Z'
+_PROBE = 10  # no-op Close before a Query inside an unsynced extended batch: drop '3'
 
 _ANSWER = {_PASS_1: B_PARSE_COMPLETE, _PARSE: B_PARSE_COMPLETE, _INJECTED: B_PARSE_COMPLETE,
            _FAKE_PARSE: B_CLOSE_COMPLETE, _PASS_3: B_CLOSE_COMPLETE,
            _CLIENT_CLOSE: B_CLOSE_COMPLETE, _EVICT: B_CLOSE_COMPLETE, _FAIL: B_ERROR,
-           _SYNC: B_READY, _QUERY: B_READY}
+           _SYNC: B_READY, _QUERY: B_READY, _PROBE: B_CLOSE_COMPLETE}
 
 
 @dataclass(eq=False, slots=True, weakref_slot=True)
@@ -188,12 +205,15 @@ class _Expect:
     stmt: Statement | None = None  # server-side statement parsed or closed
     seq: int = 0  # server-side mark made by this Parse
     reply: bytes = field(default=b"", repr=False)  # the ErrorResponse for _FAIL
+    saved: dict[bytes, tuple[Statement, int]] | None = None  # names a reset Query cleared
+    failed: bool = False  # the reset Query got an ErrorResponse
 
 
 _E_PASS_1 = _Expect(_PASS_1)
 _E_PASS_3 = _Expect(_PASS_3)
 _E_SYNC = _Expect(_SYNC)
 _E_QUERY = _Expect(_QUERY)
+_E_PROBE = _Expect(_PROBE)
 
 
 class ServerStatements:
@@ -205,7 +225,7 @@ class ServerStatements:
     """
 
     __slots__ = ("max_prepared", "prepared", "pending", "_seq", "_stale", "_in_batch",
-                 "_zs", "_fails", "_invalidate_at_sync", "server_parses")
+                 "_zs", "_fails", "_invalidate_at_sync", "_open", "server_parses")
 
     def __init__(self, max_prepared: int) -> None:
         self.max_prepared = max_prepared
@@ -215,10 +235,14 @@ class ServerStatements:
         # NOTE: names that may exist on the server unknown to `prepared`; closed before the
         # next Parse pgmux sends (Close of an absent name is a no-op).
         self._stale: dict[bytes, Statement] = {}
-        self._in_batch: set[Statement] = set()  # used since the last Sync: never evicted
+        # NOTE: statements bound since the last Sync: evicting one would close its portal.
+        self._in_batch: set[Statement] = set()
         self._zs = 0  # pending entries answered by 'Z'
         self._fails = 0  # pending _FAIL entries
         self._invalidate_at_sync = False
+        # NOTE: extended-protocol messages were sent since the last Sync: after an error
+        # there the server skips everything, a Query included, until the Sync.
+        self._open = False
         self.server_parses = 0
 
     def __contains__(self, stmt: Statement) -> bool:
@@ -258,16 +282,32 @@ class ServerStatements:
             if not self._zs:
                 return None  # NOTE: not an answer to anything sent through `rewrite`
             skipped: list[_Expect] = []
-            while True:
+            probe_missed = False
+            while q:
                 e = q.popleft()
-                if e.kind == _SYNC or e.kind == _QUERY:
+                kind = e.kind
+                if kind == _SYNC:
                     break
+                if kind == _QUERY:
+                    if probe_missed:
+                        # NOTE: the server was skipping to Sync when this Query came: no 'Z'.
+                        self._zs -= 1
+                        skipped.append(e)
+                        continue
+                    if e.failed:
+                        skipped.append(e)
+                    break
+                if kind == _PROBE:
+                    probe_missed = True
                 skipped.append(e)
             self._zs -= 1
             for e in reversed(skipped):  # NOTE: undo newest first, like an undo log
                 self._undo(e)
             return None
         if t == B_ERROR:
+            head = q[0]
+            if head.kind == _QUERY and head.saved is not None:
+                head.failed = True  # NOTE: a DEALLOCATE ALL that may not have run
             if self._fails and NONE_NAME in msg and b"C26000\x00" in msg:
                 while q:
                     e = q.popleft()
@@ -290,7 +330,7 @@ class ServerStatements:
             return None  # NOTE: out of step (should not happen): never touch what we don't know
         q.popleft()
         kind = e.kind
-        if kind == _INJECTED or kind == _EVICT:
+        if kind == _INJECTED or kind == _EVICT or kind == _PROBE:
             return _DROP
         if kind == _FAKE_PARSE:
             return PARSE_COMPLETE
@@ -303,6 +343,11 @@ class ServerStatements:
             self._fails -= 1
             return
         client = e.client
+        if e.saved is not None and client is not None:
+            names = client._names
+            for name, reg in e.saved.items():
+                names.setdefault(name, reg)
+            return
         if client is not None and e.reg is not None:
             names = client._names
             if kind == _CLIENT_CLOSE:
@@ -342,7 +387,6 @@ class ServerStatements:
             pending.append(_Expect(_EVICT, stmt=victim))
         self._seq += 1
         prepared[stmt] = self._seq
-        self._in_batch.add(stmt)
         self.server_parses += 1
         return self._seq
 
@@ -360,13 +404,20 @@ class Rewrite:
 
 
 _RESET_STATEMENTS = (b"deallocate all", b"deallocate prepare all", b"discard all")
+_RESET_WORDS = (b"deallocate", b"discard")
 
 
-def resets_statements(sql: bytes) -> bool:
-    """True when SQL text deallocates every prepared statement of the session."""
-    low = sql[:65536].lower()
-    if b"deallocate" not in low and b"discard" not in low:
+def resets_statements(sql: bytes, start: int = 0, end: int | None = None) -> bool:
+    """True when SQL text (sql[start:end]) deallocates every prepared statement of the session.
+
+    Cheap for ordinary queries: a look at the first bytes and a search for ';' in C.
+    """
+    stop = len(sql) if end is None else end
+    stop = min(stop, start + 65536)
+    head = sql[start:start + 64].lstrip().lower()
+    if not head.startswith(_RESET_WORDS) and sql.find(b";", start, stop) < 0:
         return False
+    low = sql[start:stop].lower()
     return any(b" ".join(stmt.split()).startswith(_RESET_STATEMENTS) for stmt in low.split(b";"))
 
 
@@ -375,6 +426,25 @@ def _cstr_end(chunk: bytes, start: int, end: int) -> int:
     if i < 0:
         raise ProtocolError("unterminated string in message")
     return i
+
+
+def _fail(server: ServerStatements, out: list[bytes], name: bytes, sqlstate: str) -> None:
+    """Send what makes the server fail like PostgreSQL would; `feed` swaps in this error."""
+    what = "already exists" if sqlstate == "42P05" else "does not exist"
+    text = f'prepared statement "{name.decode("utf-8", "replace")}" {what}'
+    out.append(FAILING_DESCRIBE)
+    server.pending.append(_Expect(_FAIL, reply=error_response(text, sqlstate)))
+    server._fails += 1
+
+
+def _ensure(server: ServerStatements, stmt: Statement, out: list[bytes]) -> None:
+    """stmt must be prepared on the server before the message about to be sent."""
+    if stmt in server.prepared:
+        server.prepared.move_to_end(stmt)
+    else:
+        seq = server._parse(stmt, out)
+        out.append(message(F_PARSE, stmt.name + b"\x00" + stmt.content))
+        server.pending.append(_Expect(_INJECTED, stmt=stmt, seq=seq))
 
 
 def rewrite(chunk: bytes, msgs: list[tuple[int, int, int]], client: ClientStatements,
@@ -387,6 +457,7 @@ def rewrite(chunk: bytes, msgs: list[tuple[int, int, int]], client: ClientStatem
         return Rewrite(chunk, False)
     out: list[bytes] = []
     done = 0  # chunk[:done] is already in out
+    changed = False
     pending = server.pending
     prepared = server.prepared
     names = client._names
@@ -394,31 +465,21 @@ def rewrite(chunk: bytes, msgs: list[tuple[int, int, int]], client: ClientStatem
     client_parses = binds = 0
     reg: tuple[Statement, int] | None
     parses_before = server.server_parses
-
-    def fail(text: str, sqlstate: str) -> None:
-        out.append(FAILING_DESCRIBE)
-        pending.append(_Expect(_FAIL, reply=error_response(text, sqlstate)))
-        server._fails += 1
-
-    def ensure(stmt: Statement) -> None:
-        """stmt must be prepared on the server before the message about to be sent."""
-        if stmt in prepared:
-            prepared.move_to_end(stmt)
-            server._in_batch.add(stmt)
-        else:
-            seq = server._parse(stmt, out)
-            out.append(message(F_PARSE, stmt.name + b"\x00" + stmt.content))
-            pending.append(_Expect(_INJECTED, stmt=stmt, seq=seq))
+    find = chunk.find
 
     for t, s, e in msgs:
+        if _EXTENDED[t]:
+            server._open = True
         if t == F_PARSE:
-            n = _cstr_end(chunk, s + 5, e)
+            n = find(0, s + 5, e)
+            if n < 0:
+                raise ProtocolError("malformed Parse message")
             if n == s + 5:  # unnamed statement: pass through
                 pending.append(_E_PASS_1)
                 first = chunk[n + 1] if n + 1 < e else 0
                 # NOTE: only text starting with d/D or a blank can be DEALLOCATE/DISCARD.
                 if ((first | 0x20) == 0x64 or first <= 0x20) and resets_statements(
-                        chunk[n + 1:e]):
+                        chunk, n + 1, e):
                     client.clear()
                     # NOTE: it takes effect at Execute, so the server is written off at Sync.
                     server._invalidate_at_sync = True
@@ -427,16 +488,15 @@ def rewrite(chunk: bytes, msgs: list[tuple[int, int, int]], client: ClientStatem
             name = chunk[s + 5:n]
             out.append(chunk[done:s])
             done = e
+            changed = True
             if name in names:
-                fail(f'prepared statement "{name.decode("utf-8", "replace")}" already exists',
-                     "42P05")
+                _fail(server, out, name, "42P05")
                 continue
             client_parses += 1
             stmt = client.registry.intern(chunk[n + 1:e])
             added = client._add(name, stmt)
             if stmt in prepared:
                 prepared.move_to_end(stmt)
-                server._in_batch.add(stmt)
                 out.append(NOOP_CLOSE)
                 pending.append(_Expect(_FAKE_PARSE, client, name, added))
             else:
@@ -444,20 +504,23 @@ def rewrite(chunk: bytes, msgs: list[tuple[int, int, int]], client: ClientStatem
                 out.append(message(F_PARSE, stmt.name + b"\x00" + stmt.content))
                 pending.append(_Expect(_PARSE, client, name, added, stmt, seq))
         elif t == F_BIND:
-            p = _cstr_end(chunk, s + 5, e)
-            n = _cstr_end(chunk, p + 1, e)
+            p = find(0, s + 5, e)
+            n = find(0, p + 1, e) if p >= 0 else -1
+            if n < 0:
+                raise ProtocolError("malformed Bind message")
             if n == p + 1:  # unnamed statement
                 continue
             name = chunk[p + 1:n]
             out.append(chunk[done:s])
             done = e
+            changed = True
             reg = names.get(name)
             if reg is None:
-                fail(f'prepared statement "{name.decode("utf-8", "replace")}" does not exist',
-                     "26000")
+                _fail(server, out, name, "26000")
                 continue
             stmt = reg[0]
-            ensure(stmt)
+            _ensure(server, stmt, out)
+            server._in_batch.add(stmt)
             binds += 1
             body = chunk[s + 5:p + 1] + stmt.name + chunk[n:e]
             out.append(HEADER.pack(F_BIND, len(body) + 4) + body)
@@ -472,6 +535,7 @@ def rewrite(chunk: bytes, msgs: list[tuple[int, int, int]], client: ClientStatem
             name = chunk[s + 6:n]
             out.append(chunk[done:s])
             done = e
+            changed = True
             if t == F_CLOSE:
                 # NOTE: never close the server's copy (other clients share it); PostgreSQL
                 # answers CloseComplete even for a name that does not exist.
@@ -481,28 +545,41 @@ def rewrite(chunk: bytes, msgs: list[tuple[int, int, int]], client: ClientStatem
                 continue
             reg = names.get(name)
             if reg is None:
-                fail(f'prepared statement "{name.decode("utf-8", "replace")}" does not exist',
-                     "26000")
+                _fail(server, out, name, "26000")
                 continue
             stmt = reg[0]
-            ensure(stmt)
+            _ensure(server, stmt, out)
             out.append(message(F_DESCRIBE, b"S" + stmt.name + b"\x00"))
         elif t == F_SYNC:
             pending.append(_E_SYNC)
             server._zs += 1
+            server._open = False
             server._in_batch.clear()
             if server._invalidate_at_sync:
                 server._invalidate_at_sync = False
                 server.invalidate()
         elif t == F_QUERY or t == F_FUNCTION_CALL:
-            pending.append(_E_QUERY)
+            if server._open:
+                # NOTE: the probe's CloseComplete comes only if the server is not skipping
+                # to Sync after an error, which tells whether this Query will be answered.
+                out.append(chunk[done:s])
+                out.append(NOOP_CLOSE)
+                done = s
+                changed = True
+                pending.append(_E_PROBE)
+            else:
+                server._in_batch.clear()
             server._zs += 1
-            server._in_batch.clear()
-            if t == F_QUERY and resets_statements(chunk[s + 5:e]):
+            if t == F_QUERY and resets_statements(chunk, s + 5, e):
+                # NOTE: undone if the Query fails or is skipped; the server side is only
+                # written off, which is safe either way (stale names get a no-op Close).
+                pending.append(_Expect(_QUERY, client, saved=dict(names)))
                 client.clear()
                 server.invalidate()
                 reset = True
-    if not done:
+            else:
+                pending.append(_E_QUERY)
+    if not changed:
         return Rewrite(chunk, False, reset)
     out.append(chunk[done:])
     return Rewrite(b"".join(out), True, reset, client_parses,

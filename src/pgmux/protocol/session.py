@@ -55,7 +55,10 @@ class LinkState:
             self.outstanding += 1
             self._syncs_since_execute += 1
         elif t == F_QUERY or t == F_FUNCTION_CALL:
+            # NOTE: a simple Query (or FunctionCall) ends the implicit transaction of an
+            # unsynced extended batch; its ReadyForQuery leaves the server idle.
             self.outstanding += 1
+            self.in_batch = False
             self._extended = False
         elif t == F_COPY_DONE or t == F_COPY_FAIL:
             self.copy_in = False

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 from pgmux.pool.core import ClientState
 from pgmux.protocol import messages as m
 from pgmux.protocol.framing import Framer
+from pgmux.protocol.prepared import ClientStatements, rewrite
 from pgmux.protocol.sql import changes_session
 
 if TYPE_CHECKING:
@@ -33,6 +34,24 @@ _STARTS_QUERY = bytearray(256)  # messages that begin server work when nothing i
 for _t in (m.F_QUERY, m.F_SYNC, m.F_FUNCTION_CALL, m.F_FLUSH):
     _STARTS_QUERY[_t] = 1
 _STATUS_I = 73
+_B, _D, _C = m.F_BIND, m.F_DESCRIBE, m.F_CLOSE
+_S_KIND = ord("S")
+
+
+def names_statements(chunk: bytes, msgs: list[tuple[int, int, int]]) -> bool:
+    """Does any message of the batch name a prepared statement (not the unnamed one)?"""
+    for t, start, end in msgs:
+        if t == _P:
+            if chunk[start + 5]:
+                return True
+        elif t == _B:
+            portal_end = chunk.find(0, start + 5, end)
+            if portal_end >= 0 and portal_end + 1 < end and chunk[portal_end + 1]:
+                return True
+        elif t == _D or t == _C:
+            if chunk[start + 5] == _S_KIND and chunk[start + 6]:
+                return True
+    return False
 
 
 class Phase(Enum):
@@ -84,6 +103,8 @@ class ClientConnection(asyncio.Protocol):
         self.auth_ok_sent = False
         self.scram_keys: Any = None
         self.auth_secret: str | None = None  # looked up with auth_query
+        self.stmts: ClientStatements | None = None  # named prepared statements (transaction mode)
+        self.sql_prepared: set[str] = set()  # names made with SQL PREPARE (transaction mode)
 
     def prefix(self) -> str:
         return f"C-{id(self):#x}: {self.dbname or '(nodb)'}/{self.user or '(nouser)'}@" \
@@ -162,21 +183,64 @@ class ClientConnection(asyncio.Protocol):
 
     def _forward(self, server: ServerConnection, chunk: bytes, msgs: list[tuple[int, int, int]]
                  ) -> None:
+        terminate = msgs[-1][0] == _X
+        if terminate:
+            # NOTE: Terminate is the last thing a client sends; it never reaches a pooled server.
+            chunk, msgs = chunk[:msgs[-1][1]], msgs[:-1]
         ls = server.link_state
         watch = self.watch_session and not server.dirty
         for t, start, end in msgs:
-            if t == _X:
-                if start:
-                    server.send(chunk[:start])
-                self.disconnect("client close request", notify=False)
-                return
             if watch and (t == _Q or t == _P) and self._session_sql(chunk, t, start, end):
                 server.dirty = True
                 watch = False
+            if t == _Q and self.watch_session:
+                self._note_sql_prepare(chunk, start + 5, end - 1)
             if _STARTS_QUERY[t] and ls.outstanding == 0:
                 server.query_start = monotonic()
             ls.client_message(t)
-        server.send(chunk)
+        stmts = self.stmts
+        if stmts is not None and server.stmts is not None and msgs and (
+                len(stmts) or server.stmts.pending or names_statements(chunk, msgs)):
+            rw = rewrite(chunk, msgs, stmts, server.stmts)
+            chunk = rw.data
+            if self.pool is not None and (rw.client_parses or rw.server_parses or rw.binds):
+                st = self.pool.stats
+                st.client_parse_count += rw.client_parses
+                st.server_parse_count += rw.server_parses
+                st.bind_count += rw.binds
+        if chunk:
+            server.send(chunk)
+        if terminate:
+            self.disconnect("client close request", notify=False)
+
+    def _note_sql_prepare(self, chunk: bytes, start: int, end: int) -> None:
+        """Remember SQL-level PREPARE names, to explain their absence in a later transaction."""
+        head = chunk[start:start + 24].lstrip()[:10].lower()
+        if head.startswith(b"prepare ") or head.startswith(b"deallocate"):
+            words = chunk[start:end].decode("utf-8", "replace").replace("(", " ").split()
+            if len(words) >= 2:
+                name = words[1].strip('"') if words[1].startswith('"') else words[1].lower()
+                if words[0].lower() == "prepare":
+                    self.sql_prepared.add(name)
+                elif name == "all":
+                    self.sql_prepared.clear()
+                else:
+                    self.sql_prepared.discard(name)
+
+    def explain_error(self, msg: bytes) -> bytes | None:
+        """A `prepared statement "x" does not exist` for a name this client made with SQL
+        PREPARE in an earlier transaction: say why, keeping the SQLSTATE."""
+        if b"C26000\x00" not in msg:
+            return None
+        err = m.parse_error(msg[5:])
+        for name in self.sql_prepared:
+            if err.message == f'prepared statement "{name}" does not exist':
+                text = (f'{err.message}: it was made with SQL PREPARE in an earlier '
+                        "transaction, and in transaction pooling mode a server's session "
+                        "state ends with the transaction (use protocol-level prepared "
+                        "statements, which pgmux carries across servers)")
+                return m.error_response(text, err.sqlstate, severity=err.severity)
+        return None
 
     def _session_sql(self, chunk: bytes, t: int, start: int, end: int) -> bool:
         if t == _Q:

@@ -18,6 +18,7 @@ from pgmux.config import Config, DatabaseConfig
 from pgmux.pool.core import ClientState, PoolLimits, ServerState
 from pgmux.pool.pool import Pool
 from pgmux.protocol import messages as m
+from pgmux.protocol.prepared import ClientStatements, PreparedRegistry, ServerStatements
 from pgmux.proxy import tls
 from pgmux.proxy.client import ClientConnection
 from pgmux.proxy.client import Phase as ClientPhase
@@ -37,6 +38,38 @@ BASE_TRACKED = ("client_encoding", "DateStyle", "TimeZone", "standard_conforming
 STARTUP_ALLOWED = {"user", "database", "replication"}
 JANITOR_PERIOD = 0.2
 _UNLIMITED = 1 << 30
+
+
+def startup_options(options: str) -> list[tuple[str, str]] | None:
+    """The settings in an `options` startup parameter, parsed as PgBouncer does: only
+    `-c name=value` and `--name=value`, backslash escapes a character; None if malformed."""
+    out: list[tuple[str, str]] = []
+    pos, end = 0, len(options)
+    while True:
+        while pos < end and options[pos].isspace():
+            pos += 1
+        if pos >= end:
+            return out
+        if options.startswith("-c", pos):
+            pos += 2
+            while pos < end and options[pos].isspace():
+                pos += 1
+        elif options.startswith("--", pos):
+            pos += 2
+        else:
+            return None
+        token: list[str] = []
+        while pos < end and not options[pos].isspace():
+            if options[pos] == "\\":
+                pos += 1
+                if pos == end:
+                    break
+            token.append(options[pos])
+            pos += 1
+        name, eq, value = "".join(token).partition("=")
+        if not eq or not name:
+            return None
+        out.append((name, value))
 
 
 def _canonical(names: tuple[str, ...]) -> dict[str, str]:
@@ -61,6 +94,7 @@ class Pooler:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.started = time.time()
         self.auto_sizes: dict[str, int] = {}
+        self.prepared_registry = PreparedRegistry()
         self._apply_tracked()
         self.client_tls = tls.client_context(self.settings)
         self.server_tls = tls.server_context(self.settings)
@@ -210,6 +244,22 @@ class Pooler:
         for key, value in params.items():
             low = key.lower()
             if low in STARTUP_ALLOWED:
+                continue
+            if low == "options":
+                # NOTE: PgBouncer 1.25 takes `-c name=value` / `--name=value` settings of
+                # tracked parameters from `options`; other settings are refused unless
+                # they (or "options") are in ignore_startup_parameters.
+                settings = startup_options(value)
+                if settings is None:
+                    client.fatal("unsupported options startup parameter: only '-c config=val' "
+                                 "and '--config=val' are allowed")
+                    return
+                for name, setting in settings:
+                    if name.lower() in self.tracked_canonical:
+                        startup[self.tracked_canonical[name.lower()]] = setting
+                    elif name.lower() not in ignored and "options" not in ignored:
+                        client.fatal(f"unsupported startup parameter in options: {name}")
+                        return
                 continue
             if low in self.tracked_canonical:
                 startup[self.tracked_canonical[low]] = value
@@ -398,8 +448,16 @@ class Pooler:
         welcome = dict(pool.welcome)
         welcome.update(client.startup)
         client.params = {k: v for k, v in welcome.items() if k in self.tracked_params}
+        if pool.pool_mode != "session" and self.settings.max_prepared_statements > 0:
+            client.stmts = ClientStatements(self.prepared_registry)
         pool.core.add_client(client)
         client.ready(welcome, self._new_key(client))
+
+    def new_server_statements(self, pool: Pool) -> ServerStatements | None:
+        """Per-server prepared statement tracking, in the modes that share servers."""
+        if pool.pool_mode == "session" or self.settings.max_prepared_statements <= 0:
+            return None
+        return ServerStatements(self.settings.max_prepared_statements)
 
     def _new_key(self, client: ClientConnection) -> tuple[int, int]:
         while True:
@@ -542,6 +600,8 @@ class Pooler:
         if reset:
             query = self.settings.server_reset_query or "DISCARD ALL"
             server.inject(query, after="ready")
+            if server.stmts is not None:
+                server.stmts.invalidate()
             server.forget_unreported()
 
     # ---- launching servers --------------------------------------------------------------

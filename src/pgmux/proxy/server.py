@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, cast
 from pgmux.pool.core import ServerState
 from pgmux.protocol import messages as m
 from pgmux.protocol.framing import BackendScanner, Framer
+from pgmux.protocol.prepared import ANSWER_TYPES, ServerStatements
 from pgmux.protocol.session import LinkState
 from pgmux.protocol.sql import set_config_query
 
@@ -29,6 +30,9 @@ _S = m.B_PARAMETER_STATUS
 _G = m.B_COPY_IN
 _E = m.B_ERROR
 _STATUS_I = 73  # ord("I")
+_ANSWER = bytearray(256)
+for _t in ANSWER_TYPES:
+    _ANSWER[_t] = 1
 
 
 class Phase(Enum):
@@ -59,7 +63,9 @@ class ServerConnection(asyncio.Protocol):
         self.link_time = now
         self.query_start = 0.0
         self.link_state = LinkState()
-        self.scanner = BackendScanner(bytes((_Z, _S, _G)))
+        # NOTE: with prepared statements tracked, their answers ('1', '3', 'E') are watched too.
+        self.stmts: ServerStatements | None = pooler.new_server_statements(pool)
+        self.scanner = BackendScanner(bytes((_Z, _S, _G)) + (ANSWER_TYPES if self.stmts else b""))
         self.swallow = 0          # ReadyForQuery answers of injected queries still to drop
         self.swallow_error: m.ErrorFields | None = None
         self.after_swallow: str | None = None  # what to do when swallowing ends unlinked
@@ -103,16 +109,37 @@ class ServerConnection(asyncio.Protocol):
         client = self.link
         release = False
         if events:
+            whole = False
             if self.swallow:
                 events = self._drop_injected(events)
-                out = b"".join([msg for _, msg in events])
+                whole = True
                 if client is None:
+                    out = b"".join([msg for _, msg, _ in events])
                     if not self.swallow and self.after_swallow is not None:
                         self._swallow_done()
                     elif out:
                         self.disconnect("idle server got dirty")
                     return
-            for t, msg in events:
+            stmts = self.stmts
+            pieces: list[bytes] | None = [] if whole else None
+            last = 0
+            for t, msg, pos in events:
+                reply = None
+                if stmts is not None and stmts.pending and _ANSWER[t]:
+                    reply = stmts.feed(t, msg)
+                if t == _E and client is not None and client.sql_prepared:
+                    reply = client.explain_error(msg if reply is None else reply) or reply
+                if reply is not None:
+                    if pieces is None:
+                        pieces = []
+                    if not whole:
+                        pieces.append(out[last:pos])
+                        pieces.append(reply)
+                        last = pos + len(msg)
+                    msg = reply
+                if whole:
+                    assert pieces is not None
+                    pieces.append(msg)
                 if t == _Z:
                     self.pool.stats.query_count += 1
                     release = self.link_state.ready(msg[5])
@@ -120,6 +147,10 @@ class ServerConnection(asyncio.Protocol):
                     self._param(msg)
                 elif t == _G:
                     self.link_state.copy_in_started()
+            if pieces is not None:
+                if not whole:
+                    pieces.append(out[last:])
+                out = b"".join(pieces)
         if client is None:
             if out:
                 # NOTE: an unlinked idle server speaks only to say it is going away.
@@ -191,10 +222,11 @@ class ServerConnection(asyncio.Protocol):
             # server's ParameterStatus answers overwrite these with the canonical spelling.
             self.tracked.update(diff)
 
-    def _drop_injected(self, events: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    def _drop_injected(self, events: list[tuple[int, bytes, int]]
+                       ) -> list[tuple[int, bytes, int]]:
         """Drop messages until the injected queries' ReadyForQuery; keep what follows."""
-        keep: list[tuple[int, bytes]] = []
-        for t, msg in events:
+        keep: list[tuple[int, bytes, int]] = []
+        for t, msg, pos in events:
             if self.swallow:
                 if t == _Z:
                     self.swallow -= 1
@@ -206,7 +238,7 @@ class ServerConnection(asyncio.Protocol):
                     self.swallow_error = m.parse_error(msg[5:])
                     log.warning("%s injected query failed: %s", self.prefix(), self.swallow_error)
                 continue
-            keep.append((t, msg))
+            keep.append((t, msg, pos))
         return keep
 
     def _swallow_done(self) -> None:
