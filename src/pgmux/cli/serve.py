@@ -81,6 +81,12 @@ def run_serve(args: argparse.Namespace) -> int:
         os.setgid(pw.pw_gid)
         os.setuid(pw.pw_uid)
     if args.daemon:
+        # NOTE: as PgBouncer: a daemon needs somewhere to log and a pidfile to be found by.
+        s = config.settings
+        if not s.pidfile or not (s.logfile or s.syslog):
+            print("pgmux: in daemon mode, pidfile and logfile (or syslog) must be set",
+                  file=sys.stderr)
+            return 1
         _daemonize()
 
     def ready(_pooler: Any) -> None:

@@ -1,0 +1,169 @@
+"""Prometheus exposition: with `[pgmux] metrics_port` set, serves /metrics (text format, made by
+prometheus_client) with per-pool series labelled database and user, read at scrape time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from pgmux.proxy.pooler import Pooler
+
+log = logging.getLogger("pgmux")
+LABELS = ["database", "user"]
+USEC = 1_000_000
+
+# (metric name, help, value from a pool core) for the per-pool gauges, all list lengths.
+GAUGES: tuple[tuple[str, str, Callable[[Any], float]], ...] = (
+    ("pgmux_pool_clients_active", "Clients linked to a server or idle (cl_active).",
+     lambda core: len(core.clients)),
+    ("pgmux_pool_clients_waiting", "Clients waiting for a server (cl_waiting).",
+     lambda core: len(core.waiting)),
+    ("pgmux_pool_servers_active", "Server connections linked to a client (sv_active).",
+     lambda core: len(core.active)),
+    ("pgmux_pool_servers_idle", "Server connections ready for use (sv_idle).",
+     lambda core: len(core.idle)),
+    ("pgmux_pool_servers_used", "Server connections waiting for a check (sv_used).",
+     lambda core: len(core.used)),
+    ("pgmux_pool_servers_tested", "Server connections running a reset or check query "
+     "(sv_tested).", lambda core: len(core.tested)),
+    ("pgmux_pool_servers_login", "Server connections logging in (sv_login).",
+     lambda core: len(core.login)),
+    ("pgmux_pool_size", "The pool's pool_size limit.", lambda core: core.limits.pool_size),
+)
+
+# (metric name without _total, help, counter field, divisor) for the per-pool counters.
+COUNTERS: tuple[tuple[str, str, str, int], ...] = (
+    ("pgmux_server_assignments", "Times a server was assigned to a client.",
+     "server_assignment_count", 1),
+    ("pgmux_transactions", "Transactions pooled.", "xact_count", 1),
+    ("pgmux_queries", "Queries pooled.", "query_count", 1),
+    ("pgmux_received_bytes", "Bytes received from clients.", "bytes_received", 1),
+    ("pgmux_sent_bytes", "Bytes sent to clients.", "bytes_sent", 1),
+    ("pgmux_transaction_seconds", "Time spent in transactions on servers.", "xact_time", USEC),
+    ("pgmux_query_seconds", "Time spent running queries on servers.", "query_time", USEC),
+    ("pgmux_wait_seconds", "Time clients spent waiting for a server.", "wait_time", USEC),
+    ("pgmux_client_parses", "Prepared statements created by clients.",
+     "client_parse_count", 1),
+    ("pgmux_server_parses", "Prepared statements created on servers.",
+     "server_parse_count", 1),
+    ("pgmux_binds", "Prepared statements bound.", "bind_count", 1),
+)
+
+
+class PoolCollector:
+    """Reads the pooler when scraped; nothing is counted twice."""
+
+    def __init__(self, pooler: Pooler) -> None:
+        self.pooler = pooler
+
+    def collect(self) -> Iterator[Any]:
+        from pgmux.cli.main import version_line
+
+        pools = [self.pooler.pools[k] for k in sorted(self.pooler.pools)]
+        now = time.monotonic()
+        info = InfoMetricFamily("pgmux", "pgmux build and the PgBouncer it stands in for.")
+        info.add_metric([], {"version": version_line()})
+        yield info
+        yield GaugeMetricFamily("pgmux_paused", "1 while the pooler is paused (PAUSE).",
+                                value=int(self.pooler.paused))
+        yield GaugeMetricFamily("pgmux_clients", "Client connections, all pools and the "
+                                "console.", value=len(self.pooler.clients))
+        for name, doc, get in GAUGES:
+            g = GaugeMetricFamily(name, doc, labels=LABELS)
+            for pool in pools:
+                g.add_metric([pool.name, pool.user], get(pool.core))
+            yield g
+        g = GaugeMetricFamily("pgmux_pool_maxwait_seconds",
+                              "How long the oldest waiting client has waited (maxwait).",
+                              labels=LABELS)
+        for pool in pools:
+            g.add_metric([pool.name, pool.user], pool.core.max_wait(now))
+        yield g
+        for name, doc, attr, div in COUNTERS:
+            c = CounterMetricFamily(name, doc, labels=LABELS)
+            for pool in pools:
+                value = getattr(pool.stats, attr)
+                c.add_metric([pool.name, pool.user], value / div if div != 1 else value)
+            yield c
+
+
+def registry_for(pooler: Pooler) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PoolCollector(pooler))
+    return registry
+
+
+def render(pooler: Pooler) -> bytes:
+    """The /metrics body for pooler."""
+    return bytes(generate_latest(registry_for(pooler)))
+
+
+async def _http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                registry: CollectorRegistry) -> None:
+    """A minimal HTTP/1.0 answer; it runs on the pooler's loop, so scrapes read the pools
+    without locks."""
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        method, path, *_ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+        path = path.split("?", 1)[0]
+        if method not in ("GET", "HEAD"):
+            status, ctype, body = "405 Method Not Allowed", "text/plain", b"method not allowed\n"
+        elif path in ("/metrics", "/"):
+            status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(registry)
+        else:
+            status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
+        writer.write(f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\n"
+                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
+        if method != "HEAD":
+            writer.write(body)
+        await writer.drain()
+    except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+            ConnectionError, ValueError):
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+def install(pooler: Pooler) -> Callable[[], Awaitable[None]] | None:
+    """Start the /metrics endpoint when [pgmux] metrics_port is set (0 = off)."""
+    conf = pooler.config.pgmux
+    if not conf.metrics_port:
+        return None
+    registry = registry_for(pooler)
+    servers: list[asyncio.Server] = []
+
+    async def start() -> None:
+        try:
+            server = await asyncio.start_server(
+                lambda r, w: _http(r, w, registry), conf.metrics_addr or None,
+                conf.metrics_port, reuse_address=True)
+        except OSError as exc:
+            log.error("metrics: cannot listen on %s:%d: %s", conf.metrics_addr,
+                      conf.metrics_port, exc)
+            return
+        servers.append(server)
+        log.info("metrics: serving http://%s:%d/metrics", conf.metrics_addr or "*",
+                 conf.metrics_port)
+
+    task = asyncio.get_running_loop().create_task(start())
+
+    async def cleanup() -> None:
+        if not task.done():
+            task.cancel()
+        for server in servers:
+            server.close()
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+
+    return cleanup

@@ -1,0 +1,126 @@
+"""Control verbs on a pooler without I/O: reload applied to existing pools (size, mode),
+SET, DISABLE refusals, shutdown modes, socket ids."""
+
+from __future__ import annotations
+
+import dataclasses
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from pgmux.config import Config, DatabaseConfig
+from pgmux.config.settings import Settings
+from pgmux.pool.core import ServerState
+from pgmux.proxy.control import WAIT_FOR_CLIENTS, ControlError, SocketIds
+from pgmux.proxy.pooler import Pooler
+
+
+class FakeServer:
+    def __init__(self, pool: Any, t: float) -> None:
+        self.pool = pool
+        self.server_state = ServerState.CLOSED
+        self.close_needed = False
+        self.close_reason = ""
+        self.closed_with: str | None = None
+        self.connect_time = t
+
+    def disconnect(self, reason: str) -> None:
+        self.closed_with = reason
+        self.pool.core.remove_server(self)
+
+
+def config(size: int, mode: str = "transaction") -> Config:
+    db = DatabaseConfig("app", host="127.0.0.1", port=5432, dbname="app")
+    return Config(settings=Settings(default_pool_size=size, pool_mode=mode),
+                  databases=MappingProxyType({"app": db}))
+
+
+def pool_with_servers(p: Pooler, active: int, idle: int) -> tuple[Any, list[FakeServer]]:
+    db = p.config.database("app")
+    assert db is not None
+    pool = p.get_pool(db, "u")
+    servers = [FakeServer(pool, float(i)) for i in range(active + idle)]
+    for s in servers:
+        pool.core.add_server(s)
+    for s in servers[:active]:
+        pool.core._move(s, ServerState.ACTIVE)
+    for s in servers[active:]:
+        pool.core.release_server(s)
+    return pool, servers
+
+
+def test_reload_shrinks_a_running_pool() -> None:
+    p = Pooler(config(10))
+    pool, servers = pool_with_servers(p, active=4, idle=4)
+    p.control.apply_config(config(3))
+    assert pool.core.limits.pool_size == 3
+    # idle ones go now, then enough active ones are marked to close when released
+    assert [s.closed_with for s in servers[4:]] == ["too many servers in the pool"] * 4
+    marked = [s for s in servers[:4] if s.close_needed]
+    assert len(marked) == 1 and marked[0].close_reason == "too many servers in the pool"
+    p.control.apply_config(config(3))  # idempotent: nothing more is marked
+    assert len([s for s in servers[:4] if s.close_needed]) == 1
+
+
+def test_reload_changes_mode_of_clients_without_a_server() -> None:
+    p = Pooler(config(10, "transaction"))
+    pool, _ = pool_with_servers(p, active=0, idle=0)
+
+    class C:
+        def __init__(self, linked: bool) -> None:
+            self.pool, self.server = pool, (object() if linked else None)
+            self.pool_mode, self.watch_session = "transaction", True
+
+    free, busy = C(False), C(True)
+    p.clients.update({free, busy})  # type: ignore[arg-type]
+    p.control.apply_config(config(10, "session"))
+    assert pool.pool_mode == "session"
+    assert (free.pool_mode, free.watch_session) == ("session", False)
+    assert busy.pool_mode == "transaction"  # keeps its server's mode until released
+
+
+def test_not_reloadable_settings_are_kept() -> None:
+    p = Pooler(config(10))
+    new = config(10)
+    new = dataclasses.replace(new, settings=dataclasses.replace(new.settings,
+                                                                listen_port=7777))
+    p.control.apply_config(new)
+    assert p.settings.listen_port == 6432
+
+
+def test_set_setting() -> None:
+    p = Pooler(config(10))
+    p.control.set_setting("default_pool_size", "4")
+    assert p.settings.default_pool_size == 4
+    for key, value in (("listen_port", "1"), ("nope", "1"), ("default_pool_size", "x")):
+        with pytest.raises(ControlError, match="SET failed"):
+            p.control.set_setting(key, value)
+
+
+def test_disable_and_shutdown_refuse_logins_but_not_the_console() -> None:
+    p = Pooler(config(10))
+    ctl = p.control
+    ctl.disable("app")
+    assert ctl.refuse_login("app") == ("database does not allow connections: app", "08P01")
+    ctl.enable("app")
+    assert ctl.refuse_login("app") is None
+    with pytest.raises(ControlError, match="no such database: nope"):
+        ctl.disable("nope")
+    ctl.shutdown(WAIT_FOR_CLIENTS)
+    assert ctl.refuse_login("app") == ("server shutting down", "57P01")
+    assert ctl.refuse_login("pgbouncer") is None
+    with pytest.raises(ControlError, match="pooler is shutting down"):
+        ctl.resume()
+
+
+def test_socket_ids_follow_connect_order() -> None:
+    class S:
+        def __init__(self, t: float) -> None:
+            self.connect_time = t
+
+    a, b, c = S(3.0), S(1.0), S(2.0)
+    ids = SocketIds()
+    ids.assign([a, b, c])
+    assert (ids.of(b), ids.of(c), ids.of(a)) == (1, 2, 3)
+    assert ids.find(2) is c and ids.find(9) is None
