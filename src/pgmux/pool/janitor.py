@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from pgmux.pool.core import ClientState
 
 if TYPE_CHECKING:
+    from pgmux.pool.pool import Pool
     from pgmux.proxy.pooler import Pooler
 
 _STATUS_I = 73
@@ -21,14 +22,26 @@ def run_janitor(pooler: Pooler, now: float) -> None:
         for client in [c for c in pooler.clients if c.client_state is ClientState.LOGIN]:
             if client.admin is None and now - client.connect_time > s.client_login_timeout:
                 client.fatal("client_login_timeout")
+    # NOTE: as PgBouncer (>= 1.21) does, a database with a forced user and a min_pool_size
+    # gets its pool before any client comes, so the loop below keeps it at min_pool_size.
+    if not pooler.paused:
+        for name, db in pooler.config.databases.items():
+            min_size = db.min_pool_size if db.min_pool_size is not None else s.min_pool_size
+            if db.user and min_size > 0 and name != "*" and (name, db.user) not in pooler.pools:
+                pooler.get_pool(db, db.user)
     for pool in list(pooler.pools.values()):
         core = pool.core
         user_conf = users.get(pool.user)
-        # Waiting clients: query_wait_timeout.
+        # Waiting clients: query_timeout (checked first, as in PgBouncer's janitor, which
+        # applies the global query_timeout to waiting clients too), then query_wait_timeout.
         wait_timeout = s.query_wait_timeout
-        if core.waiting and wait_timeout:
-            for client in [c for c in core.waiting if now - c.wait_start > wait_timeout]:
-                client.fatal("query_wait_timeout")
+        if core.waiting and (wait_timeout or s.query_timeout):
+            for client in list(core.waiting):
+                waited = now - client.wait_start
+                if s.query_timeout and waited > s.query_timeout:
+                    client.fatal("query_timeout")
+                elif wait_timeout and waited > wait_timeout:
+                    client.fatal("query_wait_timeout")
         # Idle clients: client_idle_timeout.
         idle_timeout = (user_conf.client_idle_timeout if user_conf and
                         user_conf.client_idle_timeout else 0) or s.client_idle_timeout
@@ -79,5 +92,11 @@ def run_janitor(pooler: Pooler, now: float) -> None:
             if core.waiting or (pool.welcome_waiters and not core.login):
                 pooler.launch_needed(pool)
             elif core.limits.min_pool_size and core.server_count < core.limits.min_pool_size \
-                    and (core.clients or pool.welcome is not None):
+                    and (core.clients or pool.welcome is not None or _forced_user(pooler, pool)):
                 pooler.launch_needed(pool)
+
+
+def _forced_user(pooler: Pooler, pool: Pool) -> bool:
+    """Whether pool's database logs in with a user of its own ([databases] user=)."""
+    db = pooler.config.databases.get(pool.name)
+    return db is not None and bool(db.user)

@@ -339,7 +339,9 @@ class ClientConnection(asyncio.Protocol):
             if buf and self.phase is not Phase.CLOSED:
                 rest = bytes(buf)
                 buf.clear()
-                self._not_ready(rest)
+                # NOTE: a client may pipeline its first query behind the startup packet; the
+                # login may already be READY (trust, welcomed pool), so dispatch afresh.
+                self.data_received(rest)
         elif self.phase is Phase.AUTH:
             try:
                 chunk, msgs = self.framer.feed(data)

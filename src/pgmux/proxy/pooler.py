@@ -109,6 +109,8 @@ class Pooler:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         s = self.settings
+        # NOTE: before listening, so the first client already gets the sized pool.
+        await self.size_auto_pools()
         addrs = [a.strip() for a in (s.listen_addr or "").split(",") if a.strip()]
         for addr in addrs:
             host = None if addr == "*" else addr
@@ -125,7 +127,6 @@ class Pooler:
             with contextlib.suppress(OSError):
                 os.chmod(path, int(str(getattr(s, "unix_socket_mode", "0777")), 8))
             self.listeners.append(server)
-        await self.size_auto_pools()
         self._janitor = loop.call_later(JANITOR_PERIOD, self._janitor_tick)
         log.info("process up: %s, listening on %s:%d", "pgmux", s.listen_addr, s.listen_port)
 
