@@ -59,11 +59,11 @@ async def serve(config: Config, *, ready: Callable[[Pooler], None] | None = None
         result = install(pooler)
         if result is not None:
             cleanups.append(result)
-    await pooler.start()
-    write_pidfile(config.settings.pidfile)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     pooler.stop_event = stop  # type: ignore[attr-defined]
+    # NOTE: signals are handled before anything is visible (port, pidfile): a supervisor that
+    # signals as soon as it sees either must never hit a default action.
     handlers = getattr(pooler, "signal_handlers", None)
     if handlers is None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -71,6 +71,8 @@ async def serve(config: Config, *, ready: Callable[[Pooler], None] | None = None
     else:
         for sig, handler in handlers(stop, reload).items():
             loop.add_signal_handler(sig, handler)
+    await pooler.start()
+    write_pidfile(config.settings.pidfile)
     if ready is not None:
         ready(pooler)
     try:
