@@ -128,6 +128,7 @@ class PoolCore(Generic[S, C]):
     def find_server(self, client: C, now: float) -> S | None:
         """Take an idle server for client, or queue client (FIFO) and return None."""
         if self.idle and not self.paused and not self.waiting:
+            # NOTE: the hot path of every transaction; IDLE -> ACTIVE written out in place.
             server = self.idle.pop()
             server.server_state = ServerState.ACTIVE
             self.active.add(server)
@@ -161,6 +162,12 @@ class PoolCore(Generic[S, C]):
             self.clients.add(client)
             self._move(server, ServerState.ACTIVE)
             return client
+        if server.server_state is ServerState.ACTIVE:
+            # NOTE: the hot path of every transaction; ACTIVE -> IDLE written out in place.
+            self.active.discard(server)
+            server.server_state = ServerState.IDLE
+            self.idle.append(server)
+            return None
         self._move(server, ServerState.IDLE)
         return None
 

@@ -3,34 +3,35 @@ next client of a server in transaction mode, and quoting for the statements pgmu
 
 from __future__ import annotations
 
-# NOTE: checked against the first bytes of the statement, lower-cased, after leading blanks.
-_SESSION_PREFIXES = (
-    b"set ", b"set\t", b"set\n", b"reset", b"create temp", b"create local temp",
-    b"create global temp", b"create unlogged temp", b"listen", b"prepare", b"declare",
-    b"load ", b"discard", b"deallocate",
-)
-# NOTE: session-level advisory locks; the xact variants ("advisory_xact_lock") do not match.
-_SESSION_ANYWHERE = (b"set_config", b"advisory_lock", b"dblink_connect")
-_NOT_SESSION = (b"set local", b"set transaction", b"set constraints",
-                b"set session characteristics")
+import re
 
-
-def _starts_session(stmt: bytes) -> bool:
-    return stmt.startswith(_SESSION_PREFIXES) and not stmt.startswith(_NOT_SESSION)
+# NOTE: matched against the lower-cased statement, at its start and after each ';'. SET LOCAL,
+# SET TRANSACTION, SET CONSTRAINTS and SET SESSION CHARACTERISTICS end with the transaction.
+_SESSION_HEAD = re.compile(
+    rb"\s*(?:set\s+(?!local\b|transaction\b|constraints\b|session\s+characteristics\b)"
+    rb"|reset\b|create\s+(?:(?:global|local)\s+)?temp|listen\b|prepare\b|declare\b|load\b"
+    rb"|discard\b|deallocate\b)")
 
 
 def changes_session(sql: bytes) -> bool:
     """True when a statement may leave session state behind (SET, temp tables, LISTEN, ...).
 
     Errs on the side of yes: a false positive costs one reset query, a false negative leaks.
+    NOTE: on the hot path of every query in transaction mode: one lower(), one anchored match
+    and a few C-level searches (set_config, session-level advisory locks - the xact variants,
+    "advisory_xact_lock", do not match - and dblink_connect anywhere in the text).
     """
-    if _starts_session(sql[:64].lstrip().lower()):
+    low = sql.lower() if len(sql) <= 65536 else sql[:65536].lower()
+    if _SESSION_HEAD.match(low):
         return True
-    low = sql[:65536].lower()
-    if any(marker in low for marker in _SESSION_ANYWHERE):
+    if b"set_config" in low or b"advisory_lock" in low or b"dblink_connect" in low:
         return True
-    if b";" in low:
-        return any(_starts_session(stmt.lstrip()) for stmt in low.split(b";")[1:])
+    semi = low.find(b";")
+    if semi >= 0:
+        match = _SESSION_HEAD.match
+        for stmt in low[semi + 1:].split(b";"):
+            if match(stmt):
+                return True
     return False
 
 

@@ -35,6 +35,10 @@ for _t in (m.F_QUERY, m.F_SYNC, m.F_FUNCTION_CALL, m.F_FLUSH):
     _STARTS_QUERY[_t] = 1
 _STATUS_I = 73
 _B, _D, _C = m.F_BIND, m.F_DESCRIBE, m.F_CLOSE
+# First bytes of a query that may be PREPARE/DEALLOCATE (or start with blanks).
+_MAYBE_PREPARE = bytearray(256)
+for _t in b"PpDd \t\r\n(/-":
+    _MAYBE_PREPARE[_t] = 1
 _S_KIND = ord("S")
 
 
@@ -126,7 +130,7 @@ class ClientConnection(asyncio.Protocol):
         if self.phase is not Phase.READY:
             self._not_ready(data)
             return
-        self.request_time = monotonic()
+        self.request_time = self.pooler.now = monotonic()
         try:
             chunk, msgs = self.framer.feed(data)
         except m.ProtocolError as exc:
@@ -193,10 +197,10 @@ class ClientConnection(asyncio.Protocol):
             if watch and (t == _Q or t == _P) and self._session_sql(chunk, t, start, end):
                 server.dirty = True
                 watch = False
-            if t == _Q and self.watch_session:
+            if t == _Q and self.watch_session and _MAYBE_PREPARE[chunk[start + 5]]:
                 self._note_sql_prepare(chunk, start + 5, end - 1)
             if _STARTS_QUERY[t] and ls.outstanding == 0:
-                server.query_start = monotonic()
+                server.query_start = self.pooler.now
             ls.client_message(t)
         stmts = self.stmts
         if stmts is not None and server.stmts is not None and msgs and (
@@ -251,25 +255,36 @@ class ClientConnection(asyncio.Protocol):
         return changes_session(chunk[name_end + 1:q_end])
 
     def _queue(self, chunk: bytes, msgs: list[tuple[int, int, int]]) -> None:
+        """No server: keep the messages; ask for one when they need it."""
+        needs = False
         for t, _, _ in msgs:
             if t == _X:
                 self.disconnect("client close request", notify=False)
                 return
             if _NEEDS_SERVER[t]:
+                needs = True
+        if needs and not self.pending and self.client_state is not ClientState.WAITING:
+            # NOTE: the hot path: an idle server is linked at once and the chunk goes straight
+            # through, without the pending list.
+            server = self.pooler.request_server(self)
+            if server is not None:
+                self._forward(server, chunk, msgs)
+                return
+            if self.phase is not Phase.CLOSED:
+                self.pending.append((chunk, msgs))
                 self.pending_needs_server = True
+            return
         self.pending.append((chunk, msgs))
+        if needs:
+            self.pending_needs_server = True
         if self.pending_needs_server and self.server is None and \
                 self.client_state is not ClientState.WAITING:
-            self.pooler.request_server(self)
+            server = self.pooler.request_server(self)
+            if server is not None:
+                self.flush_pending(server)
 
-    def attach(self, server: ServerConnection) -> None:
-        """Linked to server: bring its session parameters in line, then send what waited."""
-        self.server = server
-        server.link = self
-        if server.tracked != self.params:
-            server.sync_params(self.params)
-        if self.writing_paused:
-            server.pause_reading()
+    def flush_pending(self, server: ServerConnection) -> None:
+        """Linked to server: send what waited for it, in order."""
         pending, self.pending = self.pending, []
         self.pending_needs_server = False
         for chunk, msgs in pending:

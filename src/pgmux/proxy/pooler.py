@@ -94,6 +94,9 @@ class Pooler:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.started = time.time()
         self.auto_sizes: dict[str, int] = {}
+        # NOTE: a clock read once per received chunk (PgBouncer's cached time), so the hot
+        # path does not call monotonic() at every step.
+        self.now = monotonic()
         self.prepared_registry = PreparedRegistry()
         self._apply_tracked()
         self.client_tls = tls.client_context(self.settings)
@@ -523,12 +526,14 @@ class Pooler:
                      pool.last_login_sqlstate)
         return True
 
-    def request_server(self, client: ClientConnection) -> None:
-        """find_server: link an idle server now, or queue the client and launch if allowed."""
+    def request_server(self, client: ClientConnection) -> ServerConnection | None:
+        """find_server: link an idle server now and return it (the caller sends what the
+        client has), or queue the client, launch if allowed, and return None."""
         pool = client.pool
         assert pool is not None
-        if client.server is not None:
-            return
+        linked: ServerConnection | None = client.server
+        if linked is not None:
+            return linked
         if self.paused or pool.disabled:
             # NOTE: queue only; taking an idle server here would leave it active and unlinked.
             if client.client_state is not ClientState.WAITING:
@@ -536,28 +541,41 @@ class Pooler:
                 client.wait_start = monotonic()
                 pool.core.clients.discard(client)
                 pool.core.waiting.append(client)
-            return
-        if self._fast_fail(client, pool):
-            return
-        server = pool.core.find_server(client, monotonic())
+            return None
+        if pool.last_login_failed and self._fast_fail(client, pool):
+            return None
+        server: ServerConnection | None = pool.core.find_server(client, self.now)
         if server is not None:
-            self.link(client, server, waited=False)
-            return
+            self._bind(client, server, waited=False)
+            return server
         self.launch_needed(pool)
+        return None
 
-    def link(self, client: ClientConnection, server: ServerConnection, waited: bool) -> None:
-        now = monotonic()
+    def _bind(self, client: ClientConnection, server: ServerConnection, waited: bool) -> None:
+        """Link bookkeeping: counters, times, the two pointers, the client's parameters."""
+        now = self.now
         stats = server.pool.stats
         stats.server_assignment_count += 1
         if waited:
             stats.wait_time += int((now - client.wait_start) * 1_000_000)
         server.link_time = now
         server.request_time = now
-        client.attach(server)
+        client.server = server
+        server.link = client
+        if server.tracked != client.params:
+            server.sync_params(client.params)
+        if client.writing_paused:
+            server.pause_reading()
+
+    def link(self, client: ClientConnection, server: ServerConnection, waited: bool) -> None:
+        """Hand a server to a client that waited for it, and send what the client queued."""
+        self.now = monotonic()
+        self._bind(client, server, waited)
+        client.flush_pending(server)
 
     def release(self, client: ClientConnection, server: ServerConnection) -> None:
         """Unlink at the end of a transaction and give the server to the next client."""
-        now = monotonic()
+        now = self.now
         stats = server.pool.stats
         stats.xact_count += 1
         stats.xact_time += int((now - server.link_time) * 1_000_000)
@@ -567,7 +585,8 @@ class Pooler:
         client.server = None
         server.link = None
         server.request_time = now
-        server.resume_reading()
+        if server.reading_paused:
+            server.resume_reading()
         if server.dirty or self.settings.server_reset_query_always:
             self._reset(server, rollback=False, reset=True)
         else:
@@ -585,7 +604,7 @@ class Pooler:
             server.disconnect(server.close_reason or "database configuration changed")
             return
         lifetime = self.settings.server_lifetime
-        if lifetime and monotonic() - server.connect_time >= lifetime and not pool.core.waiting:
+        if lifetime and self.now - server.connect_time >= lifetime and not pool.core.waiting:
             server.disconnect("server lifetime over")
             return
         client = pool.core.release_server(server)

@@ -105,6 +105,7 @@ class ServerConnection(asyncio.Protocol):
         if self.phase is not Phase.READY:
             self._login_received(data)
             return
+        self.pooler.now = monotonic()
         out, events = self.scanner.feed(data)
         client = self.link
         release = False

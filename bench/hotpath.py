@@ -1,0 +1,98 @@
+"""Microbenchmark of pgmux's per-transaction Python work, without sockets: a client and a
+server protocol wired to transports that drop what is written (bench/hotpath.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import pstats
+import sys
+import time
+from typing import Any
+
+from pgmux.config import config_from_url
+from pgmux.pool.core import ServerState
+from pgmux.protocol import messages as m
+from pgmux.proxy.client import ClientConnection
+from pgmux.proxy.pooler import Pooler
+from pgmux.proxy.server import Phase, ServerConnection
+
+
+class NullTransport:
+    def __init__(self) -> None:
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 5555) if name in ("peername", "sockname") else default
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+def setup(mode: str) -> tuple[ClientConnection, ServerConnection]:
+    config = config_from_url("postgresql://postgres@127.0.0.1:5432/postgres", listen_port=6999,
+                             pool_mode=mode)
+    pooler = Pooler(config)
+    client = ClientConnection(pooler)
+    client.connection_made(NullTransport())  # type: ignore[arg-type]
+    db = config.database("postgres")
+    assert db is not None
+    client.user, client.dbname = "postgres", "postgres"
+    pool = pooler.get_pool(db, "postgres", client)
+    client.pool, client.pool_mode, client.watch_session = pool, mode, mode != "session"
+    server = ServerConnection(pooler, pool)
+    server.transport = NullTransport()  # type: ignore[assignment]
+    server.phase = Phase.READY
+    pool.core.add_server(server)
+    pool.welcome = {"client_encoding": "UTF8", "DateStyle": "ISO, MDY", "TimeZone": "UTC",
+                    "application_name": "", "standard_conforming_strings": "on",
+                    "IntervalStyle": "postgres", "server_version": "18.6"}
+    server.params = dict(pool.welcome)
+    server.tracked = {k: v for k, v in server.params.items() if k in pooler.tracked_params}
+    pooler.server_ready(server)
+    assert server.server_state is ServerState.IDLE
+    pooler._welcome(client, pool)
+    return client, server
+
+
+SIMPLE_Q = m.query("SELECT abalance FROM pgbench_accounts WHERE aid = 48213;")
+SIMPLE_A = (m.row_description([("abalance", 23)]) + m.data_row(["0"]) +
+            m.command_complete("SELECT 1") + m.ready_for_query(b"I"))
+EXT_Q = (m.message(ord("P"), b"\0SELECT abalance FROM pgbench_accounts WHERE aid = $1\0\0\0") +
+         m.message(ord("B"), b"\0\0\0\0\0\x01\0\0\0\x0548213\0\0") +
+         m.message(ord("D"), b"P\0") + m.message(ord("E"), b"\0\0\0\0\0") + m.message(ord("S")))
+EXT_A = (b"1\0\0\0\x04" + b"2\0\0\0\x04" + m.row_description([("abalance", 23)]) +
+         m.data_row(["0"]) + m.command_complete("SELECT 1") + m.ready_for_query(b"I"))
+
+
+def run(mode: str, q: bytes, a: bytes, n: int) -> float:
+    client, server = setup(mode)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        client.data_received(q)
+        server.data_received(a)
+    dt = time.perf_counter() - t0
+    assert server.link is None and server.server_state is ServerState.IDLE
+    return dt / n * 1e6
+
+
+def main() -> None:
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200000
+    for name, q, a in (("simple", SIMPLE_Q, SIMPLE_A), ("extended", EXT_Q, EXT_A)):
+        print(f"{name:9s} transaction mode: {run('transaction', q, a, n):6.2f} us per transaction")
+    if "--profile" in sys.argv:
+        prof = cProfile.Profile()
+        prof.enable()
+        run("transaction", SIMPLE_Q, SIMPLE_A, n // 4)
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(18)
+
+
+if __name__ == "__main__":
+    main()
