@@ -72,39 +72,72 @@ def tree_rss_kib(pid: int) -> int:
     return total
 
 
-def syscalls(pid: int) -> int:
-    """Read plus write system calls pid has made (syscr + syscw of /proc/PID/io): the socket
-    reads, recvs, writes and sends, but not epoll or accept."""
-    total = 0
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of pid in seconds; zeros if it is gone."""
     try:
-        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-            if line.startswith(("syscr:", "syscw:")):
-                total += int(line.split()[1])
+        text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return 0
-    return total
+        return 0.0, 0.0
+    fields = text[text.rindex(")") + 2:].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
-def context_switches(pid: int) -> int:
-    """Voluntary plus involuntary context switches of pid's threads."""
-    total = 0
+def context_switches(pid: int) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of pid's threads."""
+    vol = invol = 0
     try:
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
-        return 0
+        return 0, 0
     for task in tasks:
         try:
             text = (task / "status").read_text()
         except OSError:
             continue
         for line in text.splitlines():
-            if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
-                total += int(line.split()[1])
-    return total
+            if line.startswith("voluntary_ctxt_switches:"):
+                vol += int(line.split()[1])
+            elif line.startswith("nonvoluntary_ctxt_switches:"):
+                invol += int(line.split()[1])
+    return vol, invol
 
 
-def snapshot(pid: int) -> tuple[float, int, int]:
-    """(CPU seconds, read+write syscalls, context switches) of pid and its descendants."""
-    pids = tree(pid)
-    return (sum(cpu_seconds(p) for p in pids), sum(syscalls(p) for p in pids),
-            sum(context_switches(p) for p in pids))
+def snapshot(pid: int) -> tuple[float, float, int, int]:
+    """(user CPU s, system CPU s, voluntary, involuntary context switches) of pid and its
+    descendants."""
+    user = system = 0.0
+    vol = invol = 0
+    for p in tree(pid):
+        u, s_ = cpu_split(p)
+        v, i = context_switches(p)
+        user, system, vol, invol = user + u, system + s_, vol + v, invol + i
+    return user, system, vol, invol
+
+
+def machine_cpu() -> tuple[float, float, float]:
+    """Whole machine since boot, in seconds: (busy, irq + softirq, steal).
+
+    busy is user + nice + system + irq + softirq: with tick-based accounting a tick spent in
+    (soft)irq context is counted in /proc/stat's irq columns and in the interrupted task's
+    stime as well, so the tasks' times add up to this sum, not to user + nice + system.
+    """
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    v = [int(x) / CLK_TCK for x in fields] + [0.0] * 10
+    user, nice, system, _idle, _iowait, irq, softirq, steal = v[:8]
+    return user + nice + system + irq + softirq, irq + softirq, steal
+
+
+def children_cutime(pid: int) -> float:
+    """CPU of pid's children that exited and were reaped (cutime + cstime), in seconds."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text[text.rindex(")") + 2:].split()
+    return (int(fields[13]) + int(fields[14])) / CLK_TCK
+
+
+def server_cpu(postmaster: int) -> float:
+    """CPU of a PostgreSQL server: the postmaster, its live children, its reaped children."""
+    return tree_cpu_seconds(postmaster) + children_cutime(postmaster)

@@ -13,7 +13,7 @@ from typing import Any
 
 from memory import IdleMemory
 from pgbench import Case
-from pyspy import Profile
+from profiling import Profile
 from summary import Summary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +23,8 @@ LABELS = {"pgmux": "pgmux", "pgbouncer": "PgBouncer", "direct": "PostgreSQL dire
 
 
 # ---- the machine -----------------------------------------------------------------------------
-def environment(vers: dict[str, str], nofile: tuple[int, int]) -> dict[str, Any]:
+def environment(vers: dict[str, str], nofile: tuple[int, int],
+                loop: str | None = None) -> dict[str, Any]:
     cpu = "?"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -45,9 +46,15 @@ def environment(vers: dict[str, str], nofile: tuple[int, int]) -> dict[str, Any]
         "cpu": cpu, "cores": os.cpu_count(), "memory": mem,
         "kernel": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(), "implementation": platform.python_implementation(),
-        "loop": runtime.loop_name(), "versions": vers, "nofile": list(nofile),
+        "loop": _loop_name(runtime.loop_name, loop), "versions": vers, "nofile": list(nofile),
         "commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
+
+
+def _loop_name(default: Any, forced: str | None) -> str:
+    if forced == "asyncio":
+        return "asyncio (PGMUX_LOOP=asyncio)"
+    return str(default())
 
 
 def _commit() -> str:
@@ -77,9 +84,10 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def _table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    """A Markdown table; the first `left` columns align left, the rest (numbers) right."""
     out = ["| " + " | ".join(header) + " |",
-           "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+           "|" + "|".join("---" if i < left else "---:" for i in range(len(header))) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return out
 
@@ -96,7 +104,34 @@ def failure_text(s: Summary, env: dict[str, Any]) -> str:
         return f"n/a (PgBouncer {v} lacks max_prepared_statements)"
     if not s.runs:
         return s.note or "not run"
-    return "FAILED"
+    return "FAILED: " + failure_detail(s)
+
+
+def failure_detail(s: Summary) -> str:
+    """What went wrong in a failed row's first failed run, in a few words."""
+    r = next((r for r in s.runs if not r.ok), None)
+    if r is None:
+        return "no run"
+    clients = int(s.case.split("-")[2]) if s.case.count("-") >= 2 else 0
+    parts = []
+    if r.aborted_clients:
+        parts.append(f"{r.aborted_clients} of {clients} clients aborted")
+    elif r.exit_code:
+        parts.append(f"pgbench exited {r.exit_code}")
+    else:
+        parts.append(f"pgbench exited 0 with {r.tps or 0:.0f} tps but")
+    n = r.error_lines or len(r.errors)
+    if r.error_kinds:
+        parts.append(f"{n} error line(s): " + "; ".join(f"`{k}`" for k in r.error_kinds[:3]))
+    elif r.errors and all(e.replace("pgbench:", "").replace("error:", "").strip() == ""
+                          for e in r.errors):
+        parts.append(f"{n} error line(s) `pgbench: error:` with an empty message (pgbench "
+                     "logs PQerrorMessage() when a PQprepare() result is not "
+                     "PGRES_COMMAND_OK: the answer to Parse+Sync was not ParseComplete + "
+                     "ReadyForQuery, and libpq had no error text for it)")
+    elif r.errors:
+        parts.append(f"{n} error line(s), first `{r.errors[0]}`")
+    return ", ".join(parts) or "errors"
 
 
 def _cell_tps(s: Summary | None, env: dict[str, Any]) -> str:
@@ -108,6 +143,12 @@ def _cell_tps(s: Summary | None, env: dict[str, Any]) -> str:
     if len(s.tps) > 1:
         spread = " (" + ", ".join(f"{t:.0f}" for t in s.tps) + ")"
     return f"{s.tps_mean:.0f}{spread}"
+
+
+def _others(s: Summary | None) -> str:
+    if s is None or not s.others_pct:
+        return "–"
+    return ", ".join(f"{max(0.0, x):.0f}%" for x in s.others_pct)
 
 
 def _index(summaries: list[Summary]) -> dict[tuple[str, str], Summary]:
@@ -141,7 +182,12 @@ def render_benchmarks(data: dict[str, Any], cases: list[Case], summaries: list[S
         if not _ok(a) or not _ok(b):
             why = []
             if not _ok(a):
-                why.append("pgmux failed" if a and a.runs else "pgmux not run")
+                why.append("pgmux " + failure_text(a, env) if a and a.runs else "pgmux not run")
+            elif a is not None:
+                d = idx.get((c.key, "direct"))
+                vs = _ratio(a.tps_mean, d.tps_mean if _ok(d) and d else None)
+                why.append(f"pgmux {a.tps_mean:.0f} tps, p99 {_f(a.p99_ms, '{:.2f}')} ms"
+                           + (f" ({vs:.2f} x direct)" if vs else ""))
             if not _ok(b) and b is not None:
                 why.append("PgBouncer: " + failure_text(b, env))
             row += ["; ".join(why)] + [""] * 3
@@ -164,7 +210,10 @@ def render_benchmarks(data: dict[str, Any], cases: list[Case], summaries: list[S
     # Throughput
     L += ["", "## Throughput (tps)", "",
           "Mean over rounds, each round in parentheses; pgbench's `tps` excluding the initial "
-          "connection time (with `-C` it includes every reconnection).", ""]
+          "connection time (with `-C` it includes every reconnection). 'Others' CPU' is the "
+          "share of the machine's CPU (all busy time of all cores, from `/proc/stat`) used during "
+          "the pgmux / PgBouncer runs by processes other than the pooler under test, "
+          "PostgreSQL and pgbench: the noise the run could not control.", ""]
     rows = []
     for c in cases:
         a, b, d = (idx.get((c.key, t)) for t in ("pgmux", "pgbouncer", "direct"))
@@ -172,9 +221,9 @@ def render_benchmarks(data: dict[str, Any], cases: list[Case], summaries: list[S
                      _f(_ratio(a.tps_mean if a else None, b.tps_mean if b else None), "{:.2f}"),
                      _cell_tps(d, env),
                      _f(_ratio(a.tps_mean if a else None, d.tps_mean if _ok(d) else None),
-                        "{:.2f}")])
+                        "{:.2f}"), f"{_others(a)} / {_others(b)}"])
     L += _table(["row", "pgmux", "PgBouncer", "pgmux / PgBouncer", "PostgreSQL direct",
-                 "pgmux / direct"], rows)
+                 "pgmux / direct", "others' CPU"], rows)
 
     # Latency
     L += ["", "## Latency (ms)", "",
@@ -197,25 +246,31 @@ def render_benchmarks(data: dict[str, Any], cases: list[Case], summaries: list[S
 
     # Cost
     L += ["", "## Pooler cost per transaction", "",
-          "CPU: the pooler process's utime + stime (from `/proc/PID/stat`) over the pgbench run, "
-          "divided by the transactions pgbench counted. Syscalls: its read + write system calls "
-          "(`syscr + syscw` of `/proc/PID/io`: socket reads, recvs, writes and sends; epoll and "
-          "accept are not counted). Context switches: voluntary + involuntary "
-          "(`/proc/PID/task/*/status`).", ""]
+          "CPU: the pooler process's utime + stime (from `/proc/PID/stat`, 10 ms ticks) over the "
+          "pgbench run, divided by the transactions pgbench counted; in parentheses user + "
+          "system. Context switches: voluntary / involuntary (preempted), from "
+          "`/proc/PID/task/*/status`.", ""]
     rows = []
     for c in cases:
         a, b = idx.get((c.key, "pgmux")), idx.get((c.key, "pgbouncer"))
 
-        def cost(s: Summary | None, which: str, fmt: str) -> str:
-            if not _ok(s):
+        def cpu(s: Summary | None) -> str:
+            if not _ok(s) or s is None or s.cpu_us is None:
                 return "–"
-            return _f(getattr(s, which), fmt)
+            return f"{s.cpu_us:.1f} ({s.cpu_user_us:.1f} + {s.cpu_sys_us:.1f})"
 
-        rows.append([f"`{c.label}`", cost(a, "cpu_us", "{:.1f}"), cost(b, "cpu_us", "{:.1f}"),
-                     cost(a, "syscalls", "{:.2f}"), cost(b, "syscalls", "{:.2f}"),
-                     cost(a, "ctx", "{:.2f}"), cost(b, "ctx", "{:.2f}")])
-    L += _table(["row", "pgmux CPU µs", "PgBouncer CPU µs", "pgmux syscalls",
-                 "PgBouncer syscalls", "pgmux ctx switches", "PgBouncer ctx switches"], rows)
+        def ctx(s: Summary | None) -> str:
+            if not _ok(s) or s is None or s.ctx_vol is None:
+                return "–"
+            return f"{s.ctx_vol:.2f} / {s.ctx_invol:.2f}"
+
+        rows.append([f"`{c.label}`", cpu(a), cpu(b),
+                     _f(_ratio(a.cpu_us if _ok(a) and a else None,
+                               b.cpu_us if _ok(b) and b else None), "{:.2f}"),
+                     ctx(a), ctx(b)])
+    L += _table(["row", "pgmux CPU µs", "PgBouncer CPU µs", "pgmux / PgBouncer",
+                 "pgmux ctx switches", "PgBouncer ctx switches"], rows)
+    L += _syscall_table(data.get("syscalls", []), cases)
 
     # Memory
     L += ["", f"## Memory with {args.idle_clients:,} idle clients", "",
@@ -257,6 +312,7 @@ def render_benchmarks(data: dict[str, Any], cases: list[Case], summaries: list[S
           "warm-up (`-S -c 16`).",
           "- A run fails when pgbench exits non-zero or prints errors; a pooler failing a "
           "`-M prepared` row is not run again in later rounds.",
+          f"- Other processes' CPU during the timed pooler runs: {_others_overall(summaries)}.",
           "- Load average (1, 5, 15 min) before: "
           + ", ".join(f"{x:.2f}" for x in data["load_before"]) + "; after: "
           + ", ".join(f"{x:.2f}" for x in data["load_after"])
@@ -276,6 +332,42 @@ def render_benchmarks(data: dict[str, Any], cases: list[Case], summaries: list[S
           f"- Open files limit (RLIMIT_NOFILE) for the poolers: {env['nofile'][0]}",
           f"- Date: {env['date']}", "", END]
     return "\n".join(L) + "\n"
+
+
+def _syscall_table(census: list[Any], cases: list[Case]) -> list[str]:
+    if not census:
+        return []
+    from syscalls import NAMES
+
+    labels = {c.key: c.label for c in cases}
+    names = [n for n in NAMES
+             if any((x.per_txn(n) or 0) >= 0.005 for x in census if not x.error)]
+    out = ["", "### System calls per transaction", "",
+           "Counted with `perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_<name>,... -p "
+           "PID` in separate, untimed pgbench runs of a few seconds each (counting costs each "
+           "call a little). 'other' is the total less the named ones.", ""]
+    rows = []
+    for x in census:
+        label = labels.get(x.case, x.case)
+        if x.error and not x.counts:
+            rows.append([f"`{label}`", LABELS[x.target], x.error] + [""] * (len(names) + 1))
+            continue
+        total = x.per_txn("total")
+        named = sum(x.per_txn(n) or 0 for n in names)
+        rows.append([f"`{label}`", LABELS[x.target], _f(total, "{:.2f}")]
+                    + [_f(x.per_txn(n), "{:.2f}") for n in names]
+                    + [_f(None if total is None else total - named, "{:.2f}")])
+    out += _table(["row", "pooler", "total"] + names + ["other"], rows, left=2)
+    return out
+
+
+def _others_overall(summaries: list[Summary]) -> str:
+    vals = [max(0.0, x) for s in summaries if s.target != "direct" for x in s.others_pct]
+    if not vals:
+        return "not measured"
+    vals.sort()
+    return (f"median {vals[len(vals) // 2]:.0f}%, max {vals[-1]:.0f}% of the machine over "
+            f"{len(vals)} runs")
 
 
 def _targets(cases: list[Case], idx: dict[tuple[str, str], Summary],
@@ -324,7 +416,7 @@ def _targets(cases: list[Case], idx: dict[tuple[str, str], Summary],
             rows.append([f"{m.clients:,} idle clients at <= 10 KiB each",
                          f"{m.kib_per_client:.1f} KiB per client ({m.opened:,} held)",
                          "yes" if m.kib_per_client <= 10 and m.opened == m.clients else "no"])
-    return _table(["target", "this run", "met"], rows)
+    return _table(["target", "this run", "met"], rows, left=3)
 
 
 def _errors(cases: list[Case], summaries: list[Summary], data: dict[str, Any],
@@ -334,10 +426,11 @@ def _errors(cases: list[Case], summaries: list[Summary], data: dict[str, Any],
         for s in summaries:
             if s.case != c.key or not s.errors:
                 continue
-            first = s.errors[0]
-            out.append(f"- `{c.label}` against {LABELS[s.target]}: {len(s.errors)} distinct "
-                       f"error line(s) from pgbench; first: `{first}`"
-                       + (f" ({failure_text(s, env)})" if s.target == "pgbouncer" else "")
+            out.append(f"- `{c.label}` against {LABELS[s.target]}: "
+                       + (failure_text(s, env) + ": " + failure_detail(s)
+                          if s.target == "pgbouncer" and "n/a" in failure_text(s, env)
+                          else failure_text(s, env) if s.failed else failure_detail(s))
+                       + f"; first error line: `{s.errors[0]}`"
                        + (f"; {s.note}" if s.note else ""))
     for name, lines in data.get("log_trouble", {}).items():
         if lines:
@@ -383,66 +476,141 @@ def _short(key: str) -> str:
     return key.replace("(/", "(").replace("site-packages/", "")
 
 
+def _has_cycles() -> bool:
+    try:
+        r = subprocess.run(["perf", "stat", "-e", "cycles", "-x", ",", "true"],
+                           capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "not supported" not in r.stderr and r.returncode == 0
+
+
+def _inner(rows: list[tuple[str, int]], samples: int) -> list[tuple[str, int]]:
+    """Leave out the frames on (nearly) every stack: the entry point down to the loop."""
+    return [(k, c) for k, c in rows if c < 0.98 * samples]
+
+
 def render_profile(prof: dict[str, Any], data: dict[str, Any]) -> str:
     env = data["env"]
-    L = [BEGIN, "", "## Where pgmux spends its time (py-spy)", "",
+    L = [BEGIN, "", "## Where pgmux spends its time", "",
          f"Generated by `bench/run.py` on {env['date']}, commit {env['commit']}, on "
-         f"{env['cpu']} ({env['cores']} cores), Python {env['python']}, {env['loop']}. "
-         f"While pgbench ran `{prof.get('case')}` through pgmux (the same settings as "
-         "docs/BENCHMARKS.md), py-spy sampled pgmux twice, one after the other:", ""]
-    for kind, entry in prof.get("profiles", {}).items():
-        L.append(f"- {kind}: `{entry['command']}`")
-    if prof.get("pgbench"):
-        L += ["", f"pgbench: `{prof['pgbench']}` — {prof.get('tps') or 0:.0f} tps while being "
-              "profiled" + (f"; errors: `{prof['errors'][0]}`" if prof.get("errors") else ""),
-              ""]
-    native = prof.get("profiles", {}).get("native", {})
-    p: Profile | None = native.get("profile")
-    if p is not None:
-        busy = p.samples - p.idle
-        L += ["### With native frames: what the process is doing", "",
-              f"{p.samples} samples; {_pct(p.idle, p.samples)} idle in epoll_wait. The leaf "
-              "frame of each sample ('self'); a libc `write`/`read` leaf is time in those system "
-              "calls (the kernel's loopback TCP work is charged there). py-spy samples the "
-              "wall clock of a running thread, so a process that was runnable but preempted "
-              "counts where it stopped.", ""]
-        rows = [[f"`{_short(k)}`", _pct(c, p.samples), _pct(c, busy)]
-                for k, c in p.top_self(15)]
-        L += _table(["function (self)", "% of samples", "% of busy samples"], rows)
-        L += ["", "Python functions of pgmux by total share (on the stack, callees included):",
-              ""]
-        rows = [[f"`{_short(k)}`", _pct(c, p.samples), _pct(c, busy)]
-                for k, c in p.top_total(20)]
-        L += _table(["function (total)", "% of samples", "% of busy samples"], rows)
-    elif native.get("error"):
-        L += [f"Native profile failed: {native['error']}", ""]
+         f"{env['cpu']} ({env['cores']} cores), Python {env['python']}, {env['loop']}, "
+         f"with the settings of docs/BENCHMARKS.md. While pgbench ran `{prof.get('case')}` "
+         "through pgmux, py-spy sampled its Python stacks, then perf its on-CPU time; perf "
+         "then sampled PgBouncer under the same load for comparison.", ""]
     py = prof.get("profiles", {}).get("python", {})
+    for kind in ("python", "native"):
+        entry = prof.get("profiles", {}).get(kind, {})
+        if entry.get("command"):
+            L.append(f"- py-spy: `{entry['command']}`")
+    for name, entry in prof.get("perf", {}).items():
+        L.append(f"- perf, {LABELS[name]}: `{entry['command']}`, then `perf report --stdio "
+                 "--no-children --sort dso` and `--sort dso,sym`")
+    if prof.get("pgbench"):
+        L.append(f"- pgbench: `{prof['pgbench']}` ({prof.get('tps') or 0:.0f} tps through pgmux "
+                 "while sampled" + (f"; errors: `{prof['errors'][0]}`" if prof.get("errors")
+                                    else "") + ")")
+    L.append("")
+    for s in data.get("summaries", []):
+        if s["case"] == "S-simple-64" and s["target"] in ("pgmux", "pgbouncer") \
+                and s.get("cpu_us_per_txn"):
+            L.append(f"In the benchmark's `-S -M simple -c 64` row, {LABELS[s['target']]} spent "
+                     f"{s['cpu_us_per_txn']:.1f} µs of CPU per transaction "
+                     f"({s['cpu_user_us_per_txn']:.1f} user + {s['cpu_sys_us_per_txn']:.1f} "
+                     f"system), with {s['ctx_vol_per_txn']:.2f} voluntary and "
+                     f"{s['ctx_invol_per_txn']:.2f} involuntary context switches.")
+            L.append("")
+    for x in data.get("syscalls", []):
+        if x.case == "S-simple-64" and x.counts and x.transactions:
+            top = sorted(((n, v) for n, v in x.counts.items() if n != "total"),
+                         key=lambda kv: -kv[1])[:6]
+            L.append(f"System calls per transaction in that row, {LABELS[x.target]}: "
+                     f"{x.per_txn('total'):.2f} in all; "
+                     + ", ".join(f"{n} {v / x.transactions:.2f}" for n, v in top if v) + ".")
+            L.append("")
     q: Profile | None = py.get("profile")
     if q is not None:
-        L += ["", "### Python frames only (non-blocking sampling)", "",
-              f"{q.samples} samples of a busy thread. A leaf at the event loop's `run` means "
-              "code in uvloop's C/Cython (socket I/O, callbacks' dispatch) or the kernel.", ""]
+        L += ["### py-spy: pgmux's Python code", "",
+              f"{q.samples} samples (200 Hz, `--nonblocking`, idle samples left out). py-spy "
+              "samples the wall clock of a thread that is not idle: a thread preempted "
+              "inside a system call counts on the Python line that made the call. A leaf at "
+              "the event loop's `run` is time in uvloop's C code or the kernel below it, "
+              "outside any Python frame of pgmux.", ""]
         rows = [[f"`{_short(k)}`", _pct(c, q.samples)] for k, c in q.top_self(15)]
+        L += ["Top functions by own samples (the leaf frame):", ""]
         L += _table(["function (self)", "% of samples"], rows)
-        L += ["", "By total share:", ""]
-        rows = [[f"`{_short(k)}`", _pct(c, q.samples)] for k, c in q.top_total(20)]
+        L += ["", "By total share (on the stack, callees included; the entry frames on every "
+              "stack left out):", ""]
+        rows = [[f"`{_short(k)}`", _pct(c, q.samples)]
+                for k, c in _inner(q.top_total(40), q.samples)[:20]]
         L += _table(["function (total)", "% of samples"], rows)
         L += ["", "Hottest lines (self):", ""]
         rows = [[f"`{_short(k)}`", _pct(c, q.samples)] for k, c in q.lines.most_common(15)]
         L += _table(["line", "% of samples"], rows)
     elif py.get("error"):
-        L += [f"Python profile failed: {py['error']}", ""]
-    # NOTE: the pooler's own counters from the same row of the benchmark put the profile in scale
-    for s in data.get("summaries", []):
-        if s["case"] == "S-simple-64" and s["target"] in ("pgmux", "pgbouncer") \
-                and s.get("cpu_us_per_txn"):
-            L.append("")
-            L.append(f"In the benchmark's `-S -M simple -c 64` row, {LABELS[s['target']]} spent "
-                     f"{s['cpu_us_per_txn']:.1f} µs of CPU, "
-                     f"{s['syscalls_per_txn']:.2f} read/write syscalls and "
-                     f"{s['ctx_switches_per_txn']:.2f} context switches per transaction.")
-    L += ["", "The raw stacks are in bench/results/py-spy-native.txt and "
-          "bench/results/py-spy-python.txt (not committed).", "", END]
+        L += [f"py-spy failed: {py['error']}", ""]
+    native = prof.get("profiles", {}).get("native", {})
+    n_: Profile | None = native.get("profile")
+    if n_ is not None:
+        user = n_.samples - n_.in_syscalls
+        L += ["", "### py-spy --native: user-space time by Python function", "",
+              f"`{native['command']}`: {n_.samples} samples (this mode stops pgmux for each "
+              f"sample). {_pct(n_.in_syscalls, n_.samples)} have a system call's libc wrapper "
+              f"as their leaf ({_pct(n_.idle, n_.samples)} idle in epoll); the other "
+              f"{_pct(user, n_.samples)} run user-space code (the interpreter, uvloop, libc), "
+              "charged here to the innermost Python frame above it.", ""]
+        rows = [[f"`{_short(k)}`", _pct(c, n_.samples), _pct(c, user)]
+                for k, c in n_.user_self.most_common(15)]
+        L += _table(["innermost Python function", "% of samples", "% of user-space samples"],
+                    rows)
+        L += ["", "User-space samples by total share (entry frames left out):", ""]
+        rows = [[f"`{_short(k)}`", _pct(c, n_.samples), _pct(c, user)]
+                for k, c in _inner(n_.user_total.most_common(40), user)[:20]
+                if "(pgmux/" in k]
+        L += _table(["Python function (total)", "% of samples", "% of user-space samples"],
+                    rows)
+        L += ["", "System calls (not epoll) by the Python line that made them:", ""]
+        rows = [[f"`{_short(k)}`", _pct(c, n_.samples)]
+                for k, c in n_.syscall_callers.most_common(10)]
+        L += _table(["call <- Python line", "% of samples"], rows)
+    elif native.get("error"):
+        L += ["", f"py-spy --native failed: {native['error']}"]
+    perf = prof.get("perf", {})
+    if perf:
+        L += ["", "### perf: where the CPU goes (on-CPU samples, user and kernel)", "",
+              "Share of the pooler's on-CPU samples by shared object. `[kernel.kallsyms]` is "
+              "the kernel: system calls, the loopback TCP stack, wake-ups of the peer. "
+              + ("This machine has no hardware cycle counter for perf (`cycles` is not "
+                 "supported), so perf samples with the cpu-clock timer: kernel samples pile up "
+                 "where interrupts are enabled again (`_raw_spin_unlock_irqrestore` while waking "
+                 "the peer, `finish_task_switch` after a context switch), standing for the "
+                 "irq-off stretches before them. " if not _has_cycles() else "")
+              + "The interpreter's time is all in `_PyEval_EvalFrameDefault` and its helpers; "
+              "which Python code it runs is what py-spy shows above.", ""]
+        names = [n for n in ("pgmux", "pgbouncer") if perf.get(n, {}).get("dso")]
+        dsos: list[str] = []
+        for n in names:
+            for _, d in perf[n]["dso"]:
+                if d not in dsos:
+                    dsos.append(d)
+        rows = []
+        for d in dsos:
+            row = [f"`{d}`"]
+            for n in names:
+                pct = next((p for p, x in perf[n]["dso"] if x == d), None)
+                row.append(_f(pct, "{:.1f}%"))
+            rows.append(row)
+        L += _table(["shared object"] + [LABELS[n] for n in names], rows)
+        for n in names:
+            L += ["", f"Top symbols, {LABELS[n]}:", ""]
+            rows = [[f"`{w}`", f"{p:.1f}%"] for p, w in perf[n]["sym"][:15]]
+            L += _table(["shared object, symbol", "% of samples"], rows)
+        for n, entry in perf.items():
+            if entry.get("error"):
+                L.append(f"\nperf on {LABELS[n]} failed: {entry['error']}")
+    L += ["", "The raw py-spy stacks are in bench/results/py-spy-pgmux.txt and "
+          "bench/results/py-spy-pgmux-native.txt (not committed).",
+          "", END]
     return "\n".join(L) + "\n"
 
 

@@ -7,7 +7,7 @@ alternation (pgmux, PgBouncer, pgmux, PgBouncer, ... so drift hits both), profil
 py-spy, measures both poolers' memory with many idle clients, and writes docs/BENCHMARKS.md
 (and the profile into docs/PERFORMANCE.md).
 
-    .venv/bin/python bench/run.py            # the full run (about 13 minutes)
+    .venv/bin/python bench/run.py            # the full run (about 10 minutes)
     .venv/bin/python bench/run.py --quick    # a smoke run (2-3 minutes)
 
 Needs: Linux, root or a user that can read /proc of the poolers, `apt-get install pgbouncer`,
@@ -33,14 +33,16 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import memory  # noqa: E402
-import pyspy  # noqa: E402
+import profiling  # noqa: E402
 import report  # noqa: E402
+import syscalls  # noqa: E402
 from pgbench import Case, Run, init_pgbench, psql, run_pgbench  # noqa: E402
 from summary import Summary, summarize  # noqa: E402
 from targets import TROUBLE, Bench, Target, versions  # noqa: E402
 
 POOLERS = ("pgmux", "pgbouncer")
 POOL_SIZE = 16
+CORES = os.cpu_count() or 1
 
 
 def all_cases() -> list[Case]:
@@ -62,7 +64,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile-seconds", type=float, help="py-spy seconds per profile (10; quick 3)")
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
     p.add_argument("--no-memory", action="store_true", help="skip the idle-clients memory test")
+    p.add_argument("--no-syscalls", action="store_true",
+                   help="skip counting system calls per transaction with perf")
     p.add_argument("--cases", help="comma-separated row keys to run (e.g. S-simple-64,N-simple-64)")
+    p.add_argument("--loop", choices=("uvloop", "asyncio"),
+                   help="pgmux's event loop (default: its own choice, uvloop when installed)")
     p.add_argument("--max-connections", type=int, default=300,
                    help="PostgreSQL max_connections (300); direct rows above it are skipped")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
@@ -104,6 +110,7 @@ class Runner:
         self.memory: list[memory.IdleMemory] = []
         self.memory_errors: list[str] = []
         self.env: dict[str, Any] = {}
+        self.census: list[syscalls.Census] = []
 
     # ---- set-up -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -114,7 +121,7 @@ class Runner:
         init_pgbench(b.bin_dir, pg.port, self.args.scale)
         psql(b.bin_dir, pg.port, "VACUUM ANALYZE")
         bouncer = b.start_pgbouncer()
-        mux = b.start_pgmux()
+        mux = b.start_pgmux(loop=self.args.loop)
         say(f"PgBouncer pid {bouncer.pid} port {bouncer.port}; "
             f"pgmux pid {mux.pid} port {mux.port}")
         for name in (*POOLERS, "direct"):
@@ -130,7 +137,8 @@ class Runner:
         msg = f"{t.label} exited (code {code}) during {during}"
         self.crashes.append(msg + ":\n" + "\n".join(t.new_log_lines()[-20:]))
         say("!! " + msg + "; restarting it")
-        new = self.bench.start_pgmux() if t.name == "pgmux" else self.bench.start_pgbouncer()
+        new = (self.bench.start_pgmux(loop=self.args.loop) if t.name == "pgmux"
+               else self.bench.start_pgbouncer())
         new.mark_log()
 
     # ---- the rows ---------------------------------------------------------------------------
@@ -141,9 +149,10 @@ class Runner:
     def prepare_case(self, case: Case) -> None:
         if case.script == "N":
             # NOTE: every -N run starts from the same tables, whoever ran before it
-            psql(self.bench.bin_dir, self.bench.targets["direct"].port,
-                 "TRUNCATE pgbench_history; VACUUM ANALYZE pgbench_branches, pgbench_tellers, "
-                 "pgbench_accounts")
+            port = self.bench.targets["direct"].port
+            psql(self.bench.bin_dir, port, "TRUNCATE pgbench_history")
+            psql(self.bench.bin_dir, port,
+                 "VACUUM ANALYZE pgbench_branches, pgbench_tellers, pgbench_accounts")
 
     def run_case(self, case: Case) -> None:
         args, b = self.args, self.bench
@@ -159,7 +168,7 @@ class Runner:
                 self.prepare_case(case)
                 t.mark_log()
                 r = run_pgbench(b.bin_dir, t.port, case, args.duration, target=name,
-                                round_no=rnd, measure_pid=t.pid)
+                                round_no=rnd, measure_pid=t.pid, server_pid=b.pg_pid)
                 runs[name].append(r)
                 trouble = [ln for ln in t.new_log_lines() if TROUBLE.search(ln)]
                 if trouble and name in self.log_trouble:
@@ -169,6 +178,8 @@ class Runner:
                     f"tps {r.tps or 0:9.0f}  p50 {r.p50_ms or 0:6.2f} ms  "
                     f"p99 {r.p99_ms or 0:6.2f} ms"
                     + (f"  cpu {cpu:6.1f} us/txn" if cpu is not None else "")
+                    + (f"  others {100 * r.others / r.wall / CORES:3.0f}%"
+                       if r.others is not None and r.wall else "")
                     + (f"  ERRORS: {r.errors[0]} (+{len(r.errors) - 1})" if r.errors else "")
                     + (f"  log: {len(trouble)} trouble lines" if trouble else ""))
                 if name in POOLERS:
@@ -187,46 +198,108 @@ class Runner:
             self.summaries.append(s)
 
     # ---- profile ----------------------------------------------------------------------------
-    def run_profile(self) -> None:
-        secs = self.args.profile_seconds
+    def _under_load(self, name: str, case: Case, seconds: float,
+                    work: Any) -> tuple[Run | None, Any]:
+        """Run pgbench against target name for seconds while work(pid) runs after 2 s."""
         b = self.bench
-        t = b.targets["pgmux"]
-        case = Case("S", "simple", 64)
-        if pyspy.py_spy() is None:
-            self.profile = {"error": "py-spy is not installed (pip install py-spy)"}
-            return
-        work = self.workdir / "profile"
-        work.mkdir(exist_ok=True)
-        total = 2 * secs + 6
+        t = b.targets[name]
+        assert t.pid is not None
         result: dict[str, Run] = {}
         th = threading.Thread(target=lambda: result.setdefault("run", run_pgbench(
-            b.bin_dir, t.port, case, total, target="pgmux", round_no=0, measure_pid=t.pid,
+            b.bin_dir, t.port, case, seconds, target=name, round_no=0, measure_pid=t.pid,
             keep_latencies=False)))
         th.start()
-        time.sleep(2)
-        out: dict[str, Any] = {"case": case.label, "seconds": secs, "profiles": {}}
-        for native in (False, True):
-            kind = "native" if native else "python"
-            path = work / f"{kind}.txt"
-            assert t.pid is not None
-            cmd = pyspy.record_command(t.pid, secs, path, native, 200)
-            say(f"profiling pgmux ({kind} frames, {secs:.0f} s) during {case.label}")
-            err = pyspy.record(t.pid, secs, path, native)
-            entry: dict[str, Any] = {"command": " ".join(Path(cmd[0]).name if i == 0 else c
-                                                         for i, c in enumerate(cmd))}
-            if err or not path.exists():
-                entry["error"] = err or "py-spy wrote nothing"
+        try:
+            time.sleep(2)
+            out = work(t.pid)
+        finally:
+            th.join()
+        t.new_log_lines()
+        return result.get("run"), out
+
+    def run_profile(self) -> None:
+        secs = self.args.profile_seconds
+        perf_secs = 2.0 if self.args.quick else 5.0
+        native_secs = 2.0 if self.args.quick else 6.0
+        case = Case("S", "simple", 64)
+        work = self.workdir / "profile"
+        work.mkdir(exist_ok=True)
+        out: dict[str, Any] = {"case": case.label, "seconds": secs, "perf_seconds": perf_secs,
+                               "profiles": {}, "perf": {}}
+
+        def pgmux_work(pid: int) -> None:
+            path = work / "py-spy.txt"
+            cmd = profiling.record_command(pid, secs, path, False, 200)
+            entry: dict[str, Any] = {"command": " ".join(["py-spy", *cmd[1:]])}
+            if profiling.py_spy() is None:
+                entry["error"] = "py-spy is not installed (pip install py-spy)"
             else:
-                entry["profile"] = pyspy.parse_raw(path)
-                shutil.copy(path, HERE / "results" / f"py-spy-{kind}.txt")
-            out["profiles"][kind] = entry
-        th.join()
-        r = result.get("run")
+                say(f"py-spy on pgmux ({secs:.0f} s) during {case.label}")
+                err = profiling.record(pid, secs, path, False)
+                if err or not path.exists():
+                    entry["error"] = err or "py-spy wrote nothing"
+                else:
+                    entry["profile"] = profiling.parse_raw(path)
+                    shutil.copy(path, self.args.json.parent / "py-spy-pgmux.txt")
+            out["profiles"]["python"] = entry
+            if profiling.py_spy() is not None:
+                path = work / "py-spy-native.txt"
+                cmd = profiling.record_command(pid, native_secs, path, True, 200)
+                entry = {"command": " ".join(["py-spy", *cmd[1:]])}
+                say(f"py-spy --native on pgmux ({native_secs:.0f} s) during {case.label}")
+                err = profiling.record(pid, native_secs, path, True)
+                if err or not path.exists():
+                    entry["error"] = err or "py-spy wrote nothing"
+                else:
+                    entry["profile"] = profiling.parse_raw(path)
+                    shutil.copy(path, self.args.json.parent / "py-spy-pgmux-native.txt")
+                out["profiles"]["native"] = entry
+            perf_work("pgmux", pid)
+
+        def perf_work(name: str, pid: int) -> None:
+            path = work / f"perf-{name}.data"
+            cmd = profiling.perf_record_command(pid, perf_secs, path)
+            entry: dict[str, Any] = {"command": " ".join(cmd)}
+            say(f"perf on {name} ({perf_secs:.0f} s) during {case.label}")
+            err = profiling.perf_record(pid, perf_secs, path)
+            if err:
+                entry["error"] = err
+            else:
+                entry["dso"] = profiling.perf_report(path, "dso", 8)
+                entry["sym"] = profiling.perf_report(path, "dso,sym", 25)
+            out["perf"][name] = entry
+
+        r, _ = self._under_load("pgmux", case, secs + native_secs + perf_secs + 7, pgmux_work)
         if r is not None:
             out["tps"] = r.tps
-            out["pgbench"] = " ".join(r.command)
+            out["pgbench"] = " ".join(["pgbench", *r.command[1:]])
             out["errors"] = r.errors
+        self._under_load("pgbouncer", case, perf_secs + 4,
+                         lambda pid: perf_work("pgbouncer", pid))
+        for name in POOLERS:
+            self.restart_if_dead(self.bench.targets[name], "the profile")
         self.profile = out
+
+    # ---- system calls -----------------------------------------------------------------------
+    def run_syscalls(self, cases: list[Case]) -> None:
+        why = syscalls.available()
+        if why:
+            say(f"system call count skipped: {why}")
+            return
+        secs = 2.0 if self.args.quick else 4.0
+        keys = {"S-simple-64", "S-extended-64", "S-simple-16-C"}
+        for case in [c for c in cases if c.key in keys]:
+            for name in POOLERS:
+                t = self.bench.targets[name]
+                assert t.pid is not None
+                t.mark_log()
+                c = syscalls.census(name, t.pid, self.bench.bin_dir, t.port, case, secs)
+                self.census.append(c)
+                total = c.per_txn("total")
+                say(f"syscalls {case.label:<24} {name:<9} "
+                    + (f"{total:.2f} per transaction" if total is not None else c.error))
+                t.new_log_lines()
+                self.restart_if_dead(t, f"the system call count of {case.label}")
 
     # ---- memory -----------------------------------------------------------------------------
     def run_memory(self) -> None:
@@ -256,6 +329,10 @@ class Runner:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def _jsonable(o: Any) -> Any:
+    return vars(o) if hasattr(o, "__dict__") else str(o)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not sys.platform.startswith("linux"):
@@ -273,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cases:
         wanted = {c.strip() for c in args.cases.split(",")}
         cases = [c for c in cases if c.key in wanted]
-    (HERE / "results").mkdir(exist_ok=True)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
     per_run = args.duration + 1.5
     estimate = len(cases) * per_run * (2 * args.rounds + 1)
     say(f"{len(cases)} rows x {args.rounds} rounds x {args.duration:.0f} s; about "
@@ -283,9 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     runner = Runner(args)
     try:
         runner.start()
-        runner.env = report.environment(versions(runner.bench.bin_dir), nofile)
+        runner.env = report.environment(versions(runner.bench.bin_dir), nofile, args.loop)
         for case in cases:
             runner.run_case(case)
+        if not args.no_syscalls:
+            runner.run_syscalls(cases)
         if not args.no_profile:
             runner.run_profile()
         if not args.no_memory:
@@ -302,10 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         "summaries": [s.as_dict() for s in runner.summaries],
         "memory": [vars(m) | {"kib_per_client": m.kib_per_client} for m in runner.memory],
         "memory_errors": runner.memory_errors, "log_trouble": runner.log_trouble,
-        "crashes": runner.crashes,
+        "crashes": runner.crashes, "syscalls": runner.census,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(data, indent=1, default=str))
+    args.json.write_text(json.dumps(data, indent=1, default=_jsonable))
     report.write_benchmarks(args.out, data, cases, runner.summaries, runner.memory, args)
     if runner.profile:
         report.write_performance(args.perf_out, runner.profile, data)

@@ -138,6 +138,10 @@ class Bench:
         return self.pg
 
     @property
+    def pg_pid(self) -> int | None:
+        return None if self.pg is None else self.pg.pid
+
+    @property
     def bin_dir(self) -> Path:
         assert self.pg is not None
         return self.pg.bin_dir

@@ -40,6 +40,8 @@ class Pool:
         self.extra_startup = dict(startup or {})
         self.core: PoolCore[Any, Any] = PoolCore(limits)
         self.welcome: dict[str, str] | None = None   # ParameterStatus set from the first login
+        # startup parameters -> (ParameterStatus bytes, tracked values), built by the pooler
+        self.welcome_cache: dict[tuple[tuple[str, str], ...], tuple[bytes, dict[str, str]]] = {}
         self.welcome_waiters: list[Callable[[str | None], None]] = []
         self.last_login_failed = 0.0      # monotonic time of the last failed login, 0 if none
         self.last_login_error = ""

@@ -81,6 +81,11 @@ def parameter_status(name: str, value: str) -> bytes:
     return message(B_PARAMETER_STATUS, cstr(name) + cstr(value))
 
 
+def parameter_status_block(params: Mapping[str, str]) -> bytes:
+    """One ParameterStatus message per parameter, concatenated."""
+    return b"".join(parameter_status(name, value) for name, value in params.items())
+
+
 def backend_key_data(pid: int, key: int) -> bytes:
     return message(B_BACKEND_KEY, INT32.pack(pid) + INT32.pack(key))
 

@@ -34,6 +34,8 @@ _STARTS_QUERY = bytearray(256)  # messages that begin server work when nothing i
 for _t in (m.F_QUERY, m.F_SYNC, m.F_FUNCTION_CALL, m.F_FLUSH):
     _STARTS_QUERY[_t] = 1
 _STATUS_I = 73
+_AUTH_OK = m.auth_ok()
+_READY_IDLE = m.ready_for_query(b"I")
 _B, _D, _C = m.F_BIND, m.F_DESCRIBE, m.F_CLOSE
 # First bytes of a query that may be PREPARE/DEALLOCATE (or start with blanks).
 _MAYBE_PREPARE = bytearray(256)
@@ -374,17 +376,14 @@ class ClientConnection(asyncio.Protocol):
         elif self.phase is Phase.WELCOME:
             self.early.append(data)
 
-    def ready(self, welcome: dict[str, str], key: tuple[int, int]) -> None:
-        """Send the welcome: AuthenticationOk, parameters, BackendKeyData, ReadyForQuery."""
+    def ready(self, parameters: bytes, key: tuple[int, int]) -> None:
+        """Send the welcome: AuthenticationOk, the ParameterStatus block, BackendKeyData,
+        ReadyForQuery."""
         self.cancel_key = key
-        out = [] if self.auth_ok_sent else [m.auth_ok()]
-        for name, value in welcome.items():
-            out.append(m.parameter_status(name, value))
-        out.append(m.backend_key_data(*key))
-        out.append(m.ready_for_query(b"I"))
         self.phase = Phase.READY
         assert self.transport is not None
-        self.transport.write(b"".join(out))
+        self.transport.write(b"".join((b"" if self.auth_ok_sent else _AUTH_OK, parameters,
+                                       m.backend_key_data(*key), _READY_IDLE)))
         early, self.early = self.early, []
         for data in early:
             self.data_received(data)

@@ -396,7 +396,8 @@ class Pooler:
             if client.phase is ClientPhase.CLOSED:
                 return  # NOTE: the console refused this user ("not allowed")
             client.client_state = ClientState.ACTIVE
-            client.ready(client.admin.welcome(), self._new_key(client))
+            client.ready(m.parameter_status_block(client.admin.welcome()),
+                         self._new_key(client))
             return
         db = self.config.database(client.dbname)
         if db is None:
@@ -449,13 +450,23 @@ class Pooler:
 
     def _welcome(self, client: ClientConnection, pool: Pool) -> None:
         assert pool.welcome is not None
-        welcome = dict(pool.welcome)
-        welcome.update(client.startup)
-        client.params = {k: v for k, v in welcome.items() if k in self.tracked_params}
+        # NOTE: the ParameterStatus block depends only on the pool's welcome and the client's
+        # startup parameters; building it once per combination keeps connection churn cheap.
+        key = tuple(client.startup.items())
+        cached = pool.welcome_cache.get(key)
+        if cached is None:
+            welcome = dict(pool.welcome)
+            welcome.update(client.startup)
+            params = {k: v for k, v in welcome.items() if k in self.tracked_params}
+            cached = (m.parameter_status_block(welcome), params)
+            if len(pool.welcome_cache) < 256:
+                pool.welcome_cache[key] = cached
+        block, params = cached
+        client.params = dict(params)
         if pool.pool_mode != "session" and self.settings.max_prepared_statements > 0:
             client.stmts = ClientStatements(self.prepared_registry)
         pool.core.add_client(client)
-        client.ready(welcome, self._new_key(client))
+        client.ready(block, self._new_key(client))
 
     def new_server_statements(self, pool: Pool) -> ServerStatements | None:
         """Per-server prepared statement tracking, in the modes that share servers."""
@@ -465,7 +476,8 @@ class Pooler:
 
     def _new_key(self, client: ClientConnection) -> tuple[int, int]:
         while True:
-            key = (secrets.randbits(31), secrets.randbits(31))
+            bits = secrets.randbits(62)
+            key = (bits >> 31, bits & 0x7FFFFFFF)
             if key not in self.by_key:
                 self.by_key[key] = client
                 return key
@@ -644,6 +656,10 @@ class Pooler:
         return db_room, user_room
 
     def launch_needed(self, pool: Pool) -> None:
+        core = pool.core
+        lim = core.limits
+        if lim.pool_size and core.server_count >= lim.pool_size + lim.reserve_pool_size:
+            return  # NOTE: the common case under load: the pool is full, nothing to compute
         if pool.last_login_failed and \
                 monotonic() - pool.last_login_failed < self.settings.server_login_retry:
             return
@@ -707,6 +723,7 @@ class Pooler:
         pool.last_login_failed = 0.0
         if pool.welcome is None:
             pool.welcome = dict(server.params)
+            pool.welcome_cache.clear()
         waiters, pool.welcome_waiters = pool.welcome_waiters, []
         for wake in waiters:
             wake(None)

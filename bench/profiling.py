@@ -18,6 +18,12 @@ from pathlib import Path
 
 FRAME = re.compile(r"^(?P<name>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 IDLE_LEAVES = ("epoll_wait", "epoll_pwait", "epoll_pwait2")
+# Native leaves that are a system call's libc wrapper: a sample there is in the kernel (running
+# the call, or preempted in it), not running pgmux's user-space code.
+SYSCALL_LEAVES = IDLE_LEAVES + (
+    "write", "read", "writev", "readv", "send", "recv", "sendto", "recvfrom", "sendmsg",
+    "recvmsg", "accept4", "accept", "close", "shutdown", "setsockopt", "getsockopt",
+    "epoll_ctl", "__GI___libc_write", "__GI___libc_read", "__libc_write", "__libc_read")
 
 
 def py_spy() -> str | None:
@@ -61,6 +67,12 @@ class Profile:
     self_counts: Counter[str] = field(default_factory=Counter)
     total_counts: Counter[str] = field(default_factory=Counter)
     lines: Counter[str] = field(default_factory=Counter)  # leaf frames with line numbers
+    # Native profiles only: samples outside system calls, by innermost Python frame (self) and
+    # by every Python frame on the stack (total); samples in system calls, by call and caller.
+    in_syscalls: int = 0
+    user_self: Counter[str] = field(default_factory=Counter)
+    user_total: Counter[str] = field(default_factory=Counter)
+    syscall_callers: Counter[str] = field(default_factory=Counter)
 
     def top_self(self, n: int) -> list[tuple[str, int]]:
         return self.self_counts.most_common(n)
@@ -87,4 +99,55 @@ def parse_raw(path: Path) -> Profile:
         prof.lines[leaf.strip()] += count
         for key in {frame_key(f) for f in frames}:
             prof.total_counts[key] += count
+        py = [f.strip() for f in frames if _is_python(f)]
+        leaf_name = leaf_key.split(" (")[0]
+        if leaf_name in SYSCALL_LEAVES:
+            prof.in_syscalls += count
+            if leaf_name not in IDLE_LEAVES:
+                caller = py[-1] if py else "(no Python frame)"
+                prof.syscall_callers[f"{leaf_name} <- {caller}"] += count
+        else:
+            inner = frame_key(py[-1]) if py else "(no Python frame)"
+            # NOTE: native code under the innermost Python frame is charged to that frame
+            prof.user_self[inner] += count
+            for key in {frame_key(f) for f in py}:
+                prof.user_total[key] += count
     return prof
+
+
+def _is_python(frame: str) -> bool:
+    m = FRAME.match(frame.strip())
+    return bool(m) and (m.group("file").endswith(".py") or m.group("file").startswith("<frozen"))
+
+
+# ---- perf: where the CPU goes, on-CPU samples only ---------------------------------------------
+PERF_LINE = re.compile(r"^\s*([\d.]+)%\s+(.*?)\s*$")
+
+
+def perf_record_command(pid: int, seconds: float, out: Path, freq: int = 999) -> list[str]:
+    return ["perf", "record", "-F", str(freq), "-p", str(pid), "-o", str(out), "--",
+            "sleep", str(int(seconds))]
+
+
+def perf_record(pid: int, seconds: float, out: Path) -> str:
+    """Sample pid's on-CPU time (user and kernel) with perf; returns an error text or ''."""
+    if shutil.which("perf") is None:
+        return "perf is not installed (apt-get install linux-perf)"
+    r = subprocess.run(perf_record_command(pid, seconds, out), capture_output=True, text=True,
+                       check=False, timeout=seconds + 60)
+    if r.returncode != 0 or not out.exists():
+        return r.stderr.strip()[-500:] or f"perf record exited {r.returncode}"
+    return ""
+
+
+def perf_report(data: Path, sort: str, limit: int) -> list[tuple[float, str]]:
+    """perf report's rows for a --sort key: [(percent, what)], highest first."""
+    r = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-children", "-q",
+                        "--sort", sort], capture_output=True, text=True, check=False,
+                       timeout=120)
+    rows: list[tuple[float, str]] = []
+    for line in r.stdout.splitlines():
+        m = PERF_LINE.match(line)
+        if m:
+            rows.append((float(m.group(1)), " ".join(m.group(2).split())))
+    return rows[:limit]
