@@ -47,3 +47,22 @@ def test_pool_size_auto_uses_75_percent_of_the_role_limit(
     stop.set()
     watcher.join()
     assert peak == 6
+
+
+def test_pool_size_auto_is_read_again_on_reload(pg_factory: object,
+                                                 pgmux_factory: PgmuxFactory) -> None:
+    import signal
+
+    server: EmbeddedPostgres = pg_factory(max_connections=20)  # type: ignore[operator]
+    server.execute("create role capped2 login password 'pw2' connection limit 8")
+    px = pgmux_factory(
+        databases={"postgres": f"host=127.0.0.1 port={server.port} dbname=postgres "
+                               "user=capped2 password=pw2 pool_size=auto"},
+        target=server)
+    assert "pool_size=auto for postgres: 6" in px.logs()
+    server.execute("alter role capped2 connection limit 4")
+    px.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "pool_size=auto for postgres: 3" not in px.logs():
+        assert time.monotonic() < deadline, px.logs()
+        time.sleep(0.1)

@@ -113,3 +113,43 @@ def test_listen_notify_across_sessions_in_session_mode(pgmux_factory: PgmuxFacto
         got = list(listener.notifies(timeout=5, stop_after=1))
         t.join()
         assert [(n.channel, n.payload) for n in got] == [("news", "extra")]
+
+
+def test_copy_in_extended_protocol(pgmux_factory: PgmuxFactory) -> None:
+    # libpq's extended-protocol COPY: Parse/Bind/Describe/Execute/Sync, the server ignores
+    # that Sync in copy-in mode, and libpq sends another Sync after CopyDone. The server must
+    # be released afterwards: on a pool of one, a second client would otherwise wait.
+    px = pgmux_factory({"default_pool_size": 1, "query_wait_timeout": 5})
+    with psycopg.connect(px.dsn(dbname="testdb"), autocommit=True) as conn:
+        conn.execute("drop table if exists copy_ext")
+        conn.execute("create table copy_ext (id int, name text)")
+        pgconn = conn.pgconn
+        pgconn.send_query_params(b"copy copy_ext from stdin", None)
+        res = pgconn.get_result()
+        assert res is not None and res.status == psycopg.pq.ExecStatus.COPY_IN
+        for i in range(1000):
+            assert pgconn.put_copy_data(f"{i}\trow-{i}\n".encode()) == 1
+        assert pgconn.put_copy_end() == 1
+        res = pgconn.get_result()
+        assert res is not None and res.status == psycopg.pq.ExecStatus.COMMAND_OK
+        assert res.command_tuples == 1000
+        while pgconn.get_result() is not None:
+            pass
+        # Out again through the extended protocol.
+        pgconn.send_query_params(b"copy (select id, name from copy_ext order by id) to stdout",
+                                 None)
+        res = pgconn.get_result()
+        assert res is not None and res.status == psycopg.pq.ExecStatus.COPY_OUT
+        lines = []
+        while True:
+            n, data = pgconn.get_copy_data(0)
+            if n < 0:
+                break
+            lines.append(bytes(data))
+        while pgconn.get_result() is not None:
+            pass
+        assert len(lines) == 1000 and lines[7] == b"7\trow-7\n"
+        assert conn.execute("select count(*) from copy_ext").fetchone() == (1000,)
+        # The one server went back to the pool while conn stays connected.
+        with psycopg.connect(px.dsn(dbname="testdb"), autocommit=True) as other:
+            assert other.execute("select count(*) from copy_ext").fetchone() == (1000,)

@@ -16,11 +16,12 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from pgmux.config import POOL_SIZE_AUTO, Config, ConfigError, diff, load_config
+from pgmux.proxy import tls
 
 if TYPE_CHECKING:
     from pgmux.pool.pool import Pool
     from pgmux.proxy.client import ClientConnection
-    from pgmux.proxy.pooler import Pooler
+from pgmux.proxy.pooler import Pooler
 
 log = logging.getLogger("pgmux")
 
@@ -427,10 +428,28 @@ class Control:
         p.config = new
         p.settings = settings
         p._apply_tracked()
+        try:
+            p.client_tls = tls.client_context(settings)
+            p.server_tls = tls.server_context(settings)
+        except (OSError, ValueError) as exc:
+            log.error("RELOAD: TLS settings not applied: %s", exc)
         for pool in list(p.pools.values()):
             self._reconfigure(pool)
+        if any(db.pool_size == POOL_SIZE_AUTO for db in new.databases.values()):
+            # NOTE: pool_size=auto is read from the server again on every RELOAD.
+            p.spawn(self._resize_auto_pools())
         for hook in list(p.on_reload):
             hook(new)
+
+    async def _resize_auto_pools(self) -> None:
+        p = self.pooler
+        await p.size_auto_pools()
+        conf = p.config
+        for pool in list(p.pools.values()):
+            if conf.pool_size_for(pool.name, pool.server_user) == POOL_SIZE_AUTO:
+                pool.core.limits.pool_size = p.auto_sizes.get(pool.name,
+                                                              conf.settings.default_pool_size)
+                self.trim(pool)
 
     def _reconfigure(self, pool: Pool) -> None:
         conf = self.pooler.config
