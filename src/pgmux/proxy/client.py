@@ -15,6 +15,7 @@ from pgmux.protocol import messages as m
 from pgmux.protocol.framing import Framer
 from pgmux.protocol.prepared import ClientStatements, rewrite
 from pgmux.protocol.sql import changes_session
+from pgmux.proxy.flow import FlowControlled
 
 if TYPE_CHECKING:
     from pgmux.pool.pool import Pool
@@ -69,7 +70,7 @@ class Phase(Enum):
     CLOSED = "closed"
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(FlowControlled):
     """One client; linked to a server while it has work in flight (or for the session)."""
 
     def __init__(self, pooler: Pooler) -> None:
@@ -157,26 +158,8 @@ class ClientConnection(asyncio.Protocol):
         reason = self.close_reason or "client unexpected eof"
         self._closed(reason)
 
-    def pause_writing(self) -> None:
-        # NOTE: the client reads slower than its server answers: stop reading the server.
-        self.writing_paused = True
-        if self.server is not None:
-            self.server.pause_reading()
-
-    def resume_writing(self) -> None:
-        self.writing_paused = False
-        if self.server is not None:
-            self.server.resume_reading()
-
-    def pause_reading(self) -> None:
-        if not self.reading_paused and self.transport is not None:
-            self.reading_paused = True
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.reading_paused and self.transport is not None:
-            self.reading_paused = False
-            self.transport.resume_reading()
+    def peer(self) -> FlowControlled | None:
+        return self.server
 
     # ---- the hot path -------------------------------------------------------------------
     def send(self, data: bytes) -> None:

@@ -16,6 +16,7 @@ from pgmux.protocol.framing import BackendScanner, Framer
 from pgmux.protocol.prepared import ANSWER_TYPES, ServerStatements
 from pgmux.protocol.session import LinkState
 from pgmux.protocol.sql import set_config_query
+from pgmux.proxy.flow import FlowControlled
 
 if TYPE_CHECKING:
     from pgmux.pool.pool import Pool
@@ -43,7 +44,7 @@ class Phase(Enum):
     CLOSED = "closed"
 
 
-class ServerConnection(asyncio.Protocol):
+class ServerConnection(FlowControlled):
     """One connection to PostgreSQL, owned by a pool."""
 
     def __init__(self, pooler: Pooler, pool: Pool) -> None:
@@ -176,31 +177,13 @@ class ServerConnection(asyncio.Protocol):
                                        f"server conn crashed? ({exc})")
         self._closed(reason)
 
-    def pause_writing(self) -> None:
-        # NOTE: PostgreSQL is slower than the client sending to it: stop reading the client.
-        self.writing_paused = True
-        if self.link is not None:
-            self.link.pause_reading()
-
-    def resume_writing(self) -> None:
-        self.writing_paused = False
-        if self.link is not None:
-            self.link.resume_reading()
+    def peer(self) -> FlowControlled | None:
+        return self.link
 
     # ---- reading and writing ------------------------------------------------------------
     def send(self, data: bytes) -> None:
         if self.transport is not None:
             self.transport.write(data)
-
-    def pause_reading(self) -> None:
-        if not self.reading_paused and self.transport is not None:
-            self.reading_paused = True
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.reading_paused and self.transport is not None:
-            self.reading_paused = False
-            self.transport.resume_reading()
 
     # ---- injected queries whose answers the client must not see --------------------------
     def inject(self, sql: str, after: str | None = None) -> None:
