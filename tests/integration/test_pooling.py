@@ -269,3 +269,42 @@ def test_cancel_request_reaches_the_right_server(pgmux: Pgmux) -> None:
         assert time.monotonic() - start < 3
         timer.join()
         assert conn.execute("select 1").fetchone() == (1,)
+
+
+def test_postgres_reload_keeps_idle_servers(pg_factory: object, pgmux_factory: PgmuxFactory
+                                            ) -> None:
+    # PostgreSQL reports changed parameters to its sessions when it reloads its config; the
+    # pooled server keeps its place, and a client that never SET TimeZone follows the new
+    # default, as it would on a direct connection.
+    server: EmbeddedPostgres = pg_factory(max_connections=20)  # type: ignore[operator]
+    px = pgmux_factory({"default_pool_size": 1},
+                       databases={"postgres": f"host=127.0.0.1 port={server.port}"},
+                       target=server)
+    with psycopg.connect(px.dsn(), autocommit=True) as conn:
+        before = conn.execute("select pg_backend_pid(), current_setting('TimeZone')").fetchone()
+        assert before is not None
+        server.execute("alter system set timezone = 'Asia/Tokyo'")
+        server.execute("select pg_reload_conf()")
+        time.sleep(1)
+        after = conn.execute("select pg_backend_pid(), current_setting('TimeZone')").fetchone()
+        assert after == (before[0], "Asia/Tokyo")
+    with psycopg.connect(server.dsn(), autocommit=True) as direct:
+        assert direct.execute("show timezone").fetchone() == ("Asia/Tokyo",)
+    server.execute("alter system reset timezone")
+    server.execute("select pg_reload_conf()")
+
+
+def test_terminated_backend_gives_one_clear_error(pg: EmbeddedPostgres,
+                                                 pgmux_factory: PgmuxFactory) -> None:
+    px = pgmux_factory({"default_pool_size": 2})
+    conn = psycopg.connect(px.dsn(dbname="testdb"))
+    try:
+        conn.execute("select 1")  # inside a transaction: the server stays linked
+        pid = conn.execute("select pg_backend_pid()").fetchone()
+        assert pid is not None
+        pg.execute(f"select pg_terminate_backend({pid[0]})")
+        with pytest.raises(psycopg.errors.AdminShutdown,
+                           match="terminating connection due to administrator command"):
+            conn.execute("select 2")
+    finally:
+        conn.close()

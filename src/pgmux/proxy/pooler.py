@@ -763,7 +763,9 @@ class Pooler:
         if client is not None:
             server.link = None
             client.server = None
-            client.disconnect(reason if reason != "server conn crashed?" or True else reason)
+            # NOTE: when the backend already told the client why (a FATAL of its own, such as
+            # an administrator's pg_terminate_backend), a second error would confuse drivers.
+            client.disconnect(reason, notify=not server.fatal_sent)
         if pool.core.waiting:
             self.launch_needed(pool)
 

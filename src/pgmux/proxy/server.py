@@ -30,6 +30,7 @@ _Z = m.B_READY
 _S = m.B_PARAMETER_STATUS
 _G = m.B_COPY_IN
 _E = m.B_ERROR
+_N = m.B_NOTICE
 _STATUS_I = 73  # ord("I")
 _ANSWER = bytearray(256)
 for _t in ANSWER_TYPES:
@@ -66,7 +67,9 @@ class ServerConnection(FlowControlled):
         self.link_state = LinkState()
         # NOTE: with prepared statements tracked, their answers ('1', '3', 'E') are watched too.
         self.stmts: ServerStatements | None = pooler.new_server_statements(pool)
-        self.scanner = BackendScanner(bytes((_Z, _S, _G)) + (ANSWER_TYPES if self.stmts else b""))
+        self.scanner = BackendScanner(bytes((_Z, _S, _G, _E)) +
+                                      (ANSWER_TYPES if self.stmts else b""))
+        self.fatal_sent = False   # the backend sent the client a FATAL error of its own
         self.swallow = 0          # ReadyForQuery answers of injected queries still to drop
         self.swallow_error: m.ErrorFields | None = None
         self.after_swallow: str | None = None  # what to do when swallowing ends unlinked
@@ -116,11 +119,14 @@ class ServerConnection(FlowControlled):
                 events = self._drop_injected(events)
                 whole = True
                 if client is None:
-                    out = b"".join([msg for _, msg, _ in events])
+                    for t, msg, _ in events:
+                        if t == _S:
+                            self._param(msg)
+                        elif t != _N:
+                            self.disconnect("idle server got dirty")
+                            return
                     if not self.swallow and self.after_swallow is not None:
                         self._swallow_done()
-                    elif out:
-                        self.disconnect("idle server got dirty")
                     return
             stmts = self.stmts
             pieces: list[bytes] | None = [] if whole else None
@@ -149,13 +155,16 @@ class ServerConnection(FlowControlled):
                     self._param(msg)
                 elif t == _G:
                     self.link_state.copy_in_started()
+                elif t == _E and msg.startswith(b"SFATAL\x00", 5):
+                    self.fatal_sent = True
             if pieces is not None:
                 if not whole:
                     pieces.append(out[last:])
                 out = b"".join(pieces)
         if client is None:
-            if out:
-                # NOTE: an unlinked idle server speaks only to say it is going away.
+            if out and sum(len(msg) for t, msg, _ in events if t == _S) != len(out):
+                # NOTE: an idle server may report new parameter values (PostgreSQL reloaded
+                # its configuration); anything else it says unasked means it is going away.
                 self.disconnect("idle server got dirty")
             return
         if release and client.pool_mode == "statement" and self.link_state.status != _STATUS_I \
