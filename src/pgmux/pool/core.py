@@ -160,7 +160,8 @@ class PoolCore(Generic[S, C]):
             client = self.waiting.popleft()
             client.client_state = ClientState.ACTIVE
             self.clients.add(client)
-            self._move(server, ServerState.ACTIVE)
+            if server.server_state is not ServerState.ACTIVE:
+                self._move(server, ServerState.ACTIVE)
             return client
         if server.server_state is ServerState.ACTIVE:
             # NOTE: the hot path of every transaction; ACTIVE -> IDLE written out in place.

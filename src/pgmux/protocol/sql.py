@@ -24,15 +24,36 @@ def changes_session(sql: bytes) -> bool:
     low = sql.lower() if len(sql) <= 65536 else sql[:65536].lower()
     if _SESSION_HEAD.match(low):
         return True
-    if b"set_config" in low or b"advisory_lock" in low or b"dblink_connect" in low:
+    # NOTE: "_co" is in set_config and dblink_connect, "y_lo" in every advisory_lock variant:
+    # two short searches rule all three out for almost every query.
+    if (b"_co" in low or b"y_lo" in low) and (
+            b"set_config" in low or b"advisory_lock" in low or b"dblink_connect" in low):
         return True
     semi = low.find(b";")
     if semi >= 0:
-        match = _SESSION_HEAD.match
-        for stmt in low[semi + 1:].split(b";"):
-            if match(stmt):
-                return True
+        rest = low[semi + 1:]
+        if rest.strip():
+            match = _SESSION_HEAD.match
+            for stmt in rest.split(b";"):
+                if match(stmt):
+                    return True
     return False
+
+
+_VERDICTS: dict[bytes, bool] = {}
+_VERDICTS_MAX = 4096
+
+
+def changes_session_cached(sql: bytes) -> bool:
+    """changes_session, remembered per text: extended-protocol clients Parse the same few
+    statements over and over. Bounded: the memory is dropped when it fills."""
+    verdict = _VERDICTS.get(sql)
+    if verdict is None:
+        verdict = changes_session(sql)
+        if len(_VERDICTS) >= _VERDICTS_MAX:
+            _VERDICTS.clear()
+        _VERDICTS[sql] = verdict
+    return verdict
 
 
 def literal(value: str) -> str:

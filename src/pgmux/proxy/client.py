@@ -14,7 +14,7 @@ from pgmux.pool.core import ClientState
 from pgmux.protocol import messages as m
 from pgmux.protocol.framing import Framer
 from pgmux.protocol.prepared import ClientStatements, rewrite
-from pgmux.protocol.sql import changes_session
+from pgmux.protocol.sql import changes_session, changes_session_cached
 from pgmux.proxy.flow import FlowControlled
 
 if TYPE_CHECKING:
@@ -237,7 +237,7 @@ class ClientConnection(FlowControlled):
         # Parse: statement name, NUL, query text, NUL, ...
         name_end = chunk.index(b"\x00", start + 5, end)
         q_end = chunk.find(b"\x00", name_end + 1, end)
-        return changes_session(chunk[name_end + 1:q_end])
+        return changes_session_cached(chunk[name_end + 1:q_end])
 
     def _queue(self, chunk: bytes, msgs: list[tuple[int, int, int]]) -> None:
         """No server: keep the messages; ask for one when they need it."""
