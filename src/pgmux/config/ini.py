@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from pgmux.config.errors import ConfigError
+from pgmux.config.userlist import read_quoted
 
 MAX_INCLUDE_DEPTH = 10
 
@@ -98,19 +99,8 @@ def _split_key_value(line: str, file: str, lineno: int) -> tuple[str, str]:
 
 def _quoted_key(line: str, file: str, lineno: int) -> tuple[str, str]:
     """A key in SQL identifier quotes, with "" standing for one double quote."""
-    chars: list[str] = []
-    pos = 1
-    while pos < len(line):
-        ch = line[pos]
-        if ch == '"':
-            if line[pos + 1 : pos + 2] == '"':
-                chars.append('"')
-                pos += 2
-                continue
-            return "".join(chars), line[pos + 1 :]
-        chars.append(ch)
-        pos += 1
-    raise ConfigError("unterminated quoted name", file=file, line=lineno)
+    key, end = read_quoted(line, 0, "name", file, lineno)
+    return key, line[end:]
 
 
 def _include(

@@ -20,13 +20,13 @@ def parse_userlist(text: str, filename: str | None = None) -> dict[str, str]:
         line = raw.strip()
         if not line.startswith('"'):
             continue
-        user, pos = _field(line, 0, filename, lineno)
+        user, pos = read_quoted(line, 0, "field", filename, lineno)
         while pos < len(line) and line[pos].isspace():
             pos += 1
         if pos >= len(line) or line[pos] != '"':
             raise ConfigError(f"missing password field for user '{user}'",
                               file=filename, line=lineno)
-        secret, _ = _field(line, pos, filename, lineno)
+        secret, _ = read_quoted(line, pos, "field", filename, lineno)
         users[user] = secret
     return users
 
@@ -42,8 +42,10 @@ def load_userlist(path: str | os.PathLike[str]) -> dict[str, str]:
     return parse_userlist(text, name)
 
 
-def _field(line: str, start: int, filename: str | None, lineno: int) -> tuple[str, int]:
-    """Read the double-quoted field opening at ``start``; return it and the index after it."""
+def read_quoted(line: str, start: int, what: str, filename: str | None,
+                lineno: int) -> tuple[str, int]:
+    """Read the double-quoted text opening at ``start`` ("" stands for one quote); return it
+    and the index after its closing quote. Shared by userlist fields and ini names."""
     chars: list[str] = []
     pos = start + 1
     while pos < len(line):
@@ -56,4 +58,4 @@ def _field(line: str, start: int, filename: str | None, lineno: int) -> tuple[st
             return "".join(chars), pos + 1
         chars.append(ch)
         pos += 1
-    raise ConfigError("unterminated quoted field", file=filename, line=lineno)
+    raise ConfigError(f"unterminated quoted {what}", file=filename, line=lineno)
