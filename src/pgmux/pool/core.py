@@ -185,18 +185,6 @@ class PoolCore(Generic[S, C]):
     def remove_server(self, server: S) -> None:
         self._move(server, ServerState.CLOSED)
 
-    def take_used(self) -> S | None:
-        """A released server that needs its reset query run, oldest first."""
-        if self.used:
-            server = self.used.pop(0)
-            self._move_from_nowhere(server, ServerState.TESTED)
-            return server
-        return None
-
-    def _move_from_nowhere(self, server: S, state: ServerState) -> None:
-        server.server_state = ServerState.CLOSED
-        self._move(server, state)
-
     # ---- launch decisions ---------------------------------------------------------------
     def wanted_launches(self, now: float, db_room: int, user_room: int) -> int:
         """How many new server connections to start now.

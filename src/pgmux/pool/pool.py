@@ -44,12 +44,10 @@ class Pool:
         self.welcome_cache: dict[tuple[tuple[str, str], ...], tuple[bytes, dict[str, str]]] = {}
         self.welcome_waiters: list[Callable[[str | None], None]] = []
         self.last_login_failed = 0.0      # monotonic time of the last failed login, 0 if none
-        self.last_login_error = ""
         self.last_login_sqlstate = "08P01"
         self.stats = Counters()
         self.disabled = False
         self.scram_keys: Any = None       # a client's SCRAM keys, to log in with a verifier
-        self.close_needed_generation = 0
 
     @property
     def limits(self) -> PoolLimits:

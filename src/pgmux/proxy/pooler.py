@@ -738,7 +738,6 @@ class Pooler:
             return
         pool.core.remove_server(server)
         pool.last_login_failed = monotonic()
-        pool.last_login_error = message
         pool.last_login_sqlstate = sqlstate
         log.warning("%s closing because: %s (age=%ds)", server.prefix(),
                     message, int(monotonic() - server.connect_time))

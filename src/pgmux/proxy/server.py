@@ -81,7 +81,6 @@ class ServerConnection(FlowControlled):
         self._login_framer: Framer | None = Framer()
         self._login_auth: object | None = None
         self.local_port = 0
-        self.login_error: str | None = None
         self.tls = False
 
     # ---- naming for logs ----------------------------------------------------------------
@@ -317,7 +316,6 @@ class ServerConnection(FlowControlled):
                         body, 4)[0]
                 elif t == m.B_ERROR:
                     err = m.parse_error(body)
-                    self.login_error = err.message
                     self.login_failed(err.message, sqlstate=err.sqlstate)
                     return
                 elif t == m.B_READY:
