@@ -131,3 +131,12 @@ def test_diff_userlist(write: WriteFile) -> None:
     new = dataclasses.replace(old, userlist={"x": "y"})
     d = diff(old, new)
     assert d.userlist_changed == ("x",) and d.online_ok and d.changed
+
+
+def test_url_user_is_the_admin_console_user() -> None:
+    from pgmux.config import config_from_url
+
+    assert config_from_url("postgresql://alice:pw@db/app").settings.admin_users == ("alice",)
+    assert config_from_url("postgresql://db/app").settings.admin_users == ()
+    assert config_from_url("postgresql://alice@db/app",
+                           admin_users="bob").settings.admin_users == ("bob",)

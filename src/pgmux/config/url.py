@@ -40,7 +40,8 @@ def config_from_url(
     to the same server; the URL's user and password become the server login.
 
     When the URL has a password, the userlist maps its user to it, so password auth_types
-    work for that user. Unsupported query parameters are reported in ``Config.warnings``.
+    work for that user. The URL's user is also the admin console's admin_users.
+    Unsupported query parameters are reported in ``Config.warnings``.
     Raises ConfigError.
     """
     parts = urlsplit(url)
@@ -88,6 +89,9 @@ def config_from_url(
             pool_mode=pool_mode,
             default_pool_size=default_pool_size,
             auth_type=auth_type,
+            # NOTE: a pooler in front of one URL belongs to whoever holds that URL: its user
+            # may use the admin console (`psql ... pgbouncer -c 'SHOW POOLS'`).
+            admin_users=user or "",
         ),
         setting_fields,
         settings_overrides,
