@@ -446,14 +446,14 @@ class Control:
         await p.size_auto_pools()
         conf = p.config
         for pool in list(p.pools.values()):
-            if conf.pool_size_for(pool.name, pool.server_user) == POOL_SIZE_AUTO:
-                pool.core.limits.pool_size = p.auto_sizes.get(pool.name,
-                                                              conf.settings.default_pool_size)
+            db = conf.database(pool.name)
+            if db is not None and \
+                    conf.pool_size_for(pool.name, pool.server_user) == POOL_SIZE_AUTO:
+                pool.core.limits.pool_size = p.limits_for(db, pool.server_user).pool_size
                 self.trim(pool)
 
     def _reconfigure(self, pool: Pool) -> None:
         conf = self.pooler.config
-        s = conf.settings
         db = conf.database(pool.name)
         if db is None or (db.user and db.user != pool.server_user):
             if pool.core.server_count or any(c.pool is pool for c in self.pooler.clients):
@@ -473,16 +473,13 @@ class Control:
             self._tag_dirty(pool)
         pool.connect_query = db.connect_query
         lim = pool.core.limits
-        size = conf.pool_size_for(pool.name, pool.server_user)
-        if size != POOL_SIZE_AUTO:
-            lim.pool_size = size
-        lim.reserve_pool_size = db.reserve_pool_size if db.reserve_pool_size is not None \
-            else s.reserve_pool_size
-        user_conf = conf.users.get(pool.server_user)
-        if user_conf is not None and user_conf.reserve_pool_size is not None:
-            lim.reserve_pool_size = user_conf.reserve_pool_size
-        lim.reserve_pool_timeout = s.reserve_pool_timeout
-        lim.min_pool_size = db.min_pool_size if db.min_pool_size is not None else s.min_pool_size
+        new = self.pooler.limits_for(db, pool.server_user)
+        # NOTE: an auto-sized pool keeps its size until the server's limits are read again.
+        if conf.pool_size_for(pool.name, pool.server_user) != POOL_SIZE_AUTO:
+            lim.pool_size = new.pool_size
+        lim.reserve_pool_size = new.reserve_pool_size
+        lim.reserve_pool_timeout = new.reserve_pool_timeout
+        lim.min_pool_size = new.min_pool_size
         mode = conf.pool_mode_for(pool.name, pool.server_user)
         if mode != pool.pool_mode:
             log.info("pool %s/%s: pool_mode %s -> %s", pool.name, pool.user, pool.pool_mode,

@@ -482,6 +482,26 @@ class Pooler:
                 self.by_key[key] = client
                 return key
 
+    def limits_for(self, db: DatabaseConfig, server_user: str) -> PoolLimits:
+        """The limits the configuration gives one pool: [users] > [databases] > [pgbouncer],
+        with pool_size=auto read from the server (default_pool_size until it is)."""
+        conf = self.config
+        s = conf.settings
+        size = conf.pool_size_for(db.name, server_user)
+        if size < 0:  # pool_size=auto
+            size = self.auto_sizes.get(db.name, s.default_pool_size)
+        reserve = db.reserve_pool_size if db.reserve_pool_size is not None \
+            else s.reserve_pool_size
+        user_conf = conf.users.get(server_user)
+        if user_conf is not None and user_conf.reserve_pool_size is not None:
+            reserve = user_conf.reserve_pool_size
+        return PoolLimits(
+            pool_size=size,
+            reserve_pool_size=reserve,
+            reserve_pool_timeout=s.reserve_pool_timeout,
+            min_pool_size=db.min_pool_size if db.min_pool_size is not None else s.min_pool_size,
+        )
+
     def get_pool(self, db: DatabaseConfig, user: str, client: ClientConnection | None = None
                  ) -> Pool:
         server_user = db.user or user
@@ -489,7 +509,6 @@ class Pooler:
         pool = self.pools.get(key)
         if pool is not None:
             return pool
-        s = self.settings
         conf = self.config
         if db.user:
             password = db.password
@@ -499,25 +518,13 @@ class Pooler:
                 password = client.auth_secret if client is not None and \
                     client.auth_secret else db.password
         name = key[0]
-        size = conf.pool_size_for(name, server_user)
-        if size < 0:  # pool_size=auto
-            size = self.auto_sizes.get(db.name, s.default_pool_size)
         startup: dict[str, str] = {}
         for attr, param in (("client_encoding", "client_encoding"), ("datestyle", "DateStyle"),
                             ("timezone", "TimeZone"), ("application_name", "application_name")):
             value = getattr(db, attr, None)
             if value:
                 startup[param] = value
-        limits = PoolLimits(
-            pool_size=size,
-            reserve_pool_size=db.reserve_pool_size if db.reserve_pool_size is not None
-            else s.reserve_pool_size,
-            reserve_pool_timeout=s.reserve_pool_timeout,
-            min_pool_size=db.min_pool_size if db.min_pool_size is not None else s.min_pool_size,
-        )
-        user_conf = conf.users.get(server_user)
-        if user_conf is not None and user_conf.reserve_pool_size is not None:
-            limits.reserve_pool_size = user_conf.reserve_pool_size
+        limits = self.limits_for(db, server_user)
         host = db.host
         pool = Pool(name, server_user, host=host, port=db.port, dbname=db.dbname or name,
                     server_user=server_user, server_password=password,
