@@ -296,7 +296,7 @@ def test_unknown_statement_fails_and_skips_to_sync(msg: bytes) -> None:
     err = parse_error(got[2][5:])
     assert (err.sqlstate, err.message) == ("26000", 'prepared statement "nope" does not exist')
     # "later" was skipped by the server after the error, so it does not exist (as in PostgreSQL).
-    assert "later" not in [n.decode() for n in pool.clients["a"]._names]
+    assert "later" not in [n.decode() for n in pool.clients["a"].names]
     probe = bind("later") + sync()
     assert pool.send("a", 0, probe) == direct.send("a", probe)
 
@@ -419,7 +419,7 @@ def test_error_mid_batch_discards_the_rest_and_undoes() -> None:
     st, pg = pool.servers[0]
     assert not st.pending
     client = pool.clients["a"]
-    assert "good" in [n.decode() for n in client._names]  # its Close was skipped
+    assert "good" in [n.decode() for n in client.names]  # its Close was skipped
     assert b"bad1" not in client and b"s2" not in client
     # The server model holds only what the server really has.
     assert {s.name for s in st.prepared} == set(pg.statements)

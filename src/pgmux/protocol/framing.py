@@ -40,9 +40,9 @@ class Framer:
         max_message = self.max_message
         while pos + 5 <= n:
             t, length = _unpack_header(data, pos)
+            end = pos + 1 + length
             if length < 4 or length > max_message:
                 raise ProtocolError(f"invalid message length {length} for type {chr(t)!r}")
-            end = pos + 1 + length
             if end > n:
                 break
             out.append((t, pos, end))
@@ -62,7 +62,7 @@ class BackendScanner:
     some (answers to messages the pooler injected) and forward the rest itself.
     """
 
-    __slots__ = ("_skip", "_tail", "watch", "whole")
+    __slots__ = ("_skip", "_tail", "watch", "_table", "_all")
 
     def __init__(self, watch: bytes | bytearray) -> None:
         self._skip = 0  # body bytes of an unwatched message still to pass through
@@ -70,7 +70,17 @@ class BackendScanner:
         self.watch = bytearray(256)  # NOTE: a byte table, so the hot loop does one index op
         for t in watch:
             self.watch[t] = 1
+        self._all = bytearray(b"\x01" * 256)
+        self._table = self.watch  # the table in force: `watch`, or every type in whole mode
         self.whole = False
+
+    @property
+    def whole(self) -> bool:
+        return self._table is self._all
+
+    @whole.setter
+    def whole(self, on: bool) -> None:
+        self._table = self._all if on else self.watch
 
     @property
     def at_boundary(self) -> bool:
@@ -79,46 +89,48 @@ class BackendScanner:
 
     def feed(self, data: bytes) -> tuple[bytes, list[tuple[int, bytes, int]]]:
         """Returns (bytes to forward now, events): watched or - in whole mode - all complete
-        messages as (type, message bytes, offset of the message in the forwarded bytes, or -1
-        in whole mode)."""
-        events: list[tuple[int, bytes, int]] = []
+        messages as (type, message bytes, offset of the message in the forwarded bytes; in
+        whole mode nothing is forwarded and the offset means nothing)."""
         skip = self._skip
         if skip:
-            n = len(data)
-            if skip >= n:
-                self._skip = skip - n
-                return data, events
-            # NOTE: in whole mode an unwatched message started in fast mode still streams out.
-            self._skip = 0
-            head = data[:skip]
-            rest_out, events = self.feed(data[skip:])
-            if not self.whole:
-                events = [(t, msg, pos + skip) for t, msg, pos in events]
-            return head + rest_out, events
+            return self._after_skip(data, skip)
+        events: list[tuple[int, bytes, int]] = []
         if self._tail:
             data = self._tail + data
             self._tail = b""
         n = len(data)
         pos = 0
-        watch = self.watch
-        whole = self.whole
+        table = self._table
+        # NOTE: the hot loop: one header unpack and one table lookup per unwatched message.
         while pos + 5 <= n:
             t, length = _unpack_header(data, pos)
-            if length < 4:
-                raise ProtocolError(f"invalid message length {length} from server")
-            end = pos + 1 + length
-            if whole or watch[t]:
+            if table[t] or length < 4:
+                if length < 4:
+                    raise ProtocolError(f"invalid message length {length} from server")
+                end = pos + 1 + length
                 if end > n:
                     break
-                events.append((t, data[pos:end], -1 if whole else pos))
-            elif end > n:
-                self._skip = end - n
-                pos = n
-                break
-            pos = end
-        if pos < n:
+                events.append((t, data[pos:end], pos))
+                pos = end
+            else:
+                pos += 1 + length
+        if pos > n:
+            # NOTE: an unwatched message runs past the data: its rest streams through later.
+            self._skip = pos - n
+        elif pos < n:
             self._tail = data[pos:]
             data = data[:pos]
-        if whole:
+        if table is self._all:
             return b"", events
         return data, events
+
+    def _after_skip(self, data: bytes, skip: int) -> tuple[bytes, list[tuple[int, bytes, int]]]:
+        """feed() while the rest of an unwatched message is still passing through."""
+        n = len(data)
+        if skip >= n:
+            self._skip = skip - n
+            return data, []
+        # NOTE: in whole mode an unwatched message started in fast mode still streams out.
+        self._skip = 0
+        rest_out, events = self.feed(data[skip:])
+        return data[:skip] + rest_out, [(t, msg, pos + skip) for t, msg, pos in events]

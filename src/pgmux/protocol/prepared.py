@@ -166,31 +166,31 @@ class PreparedRegistry:
 class ClientStatements:
     """One client's namespace: client statement name -> `Statement`."""
 
-    __slots__ = ("registry", "_names", "_gen")
+    __slots__ = ("registry", "names", "_gen")
 
     def __init__(self, registry: PreparedRegistry) -> None:
         self.registry = registry
         # NOTE: the int tells registrations apart, so undoing an old one spares a newer one.
-        self._names: dict[bytes, tuple[Statement, int]] = {}
+        self.names: dict[bytes, tuple[Statement, int]] = {}
         self._gen = 0
 
     def get(self, name: bytes) -> Statement | None:
-        reg = self._names.get(name)
+        reg = self.names.get(name)
         return None if reg is None else reg[0]
 
     def __contains__(self, name: bytes) -> bool:
-        return name in self._names
+        return name in self.names
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self.names)
 
     def clear(self) -> None:
-        self._names.clear()
+        self.names.clear()
 
     def _add(self, name: bytes, stmt: Statement) -> tuple[Statement, int]:
         self._gen += 1
         reg = (stmt, self._gen)
-        self._names[name] = reg
+        self.names[name] = reg
         return reg
 
 
@@ -344,12 +344,12 @@ class ServerStatements:
             return
         client = e.client
         if e.saved is not None and client is not None:
-            names = client._names
+            names = client.names
             for name, reg in e.saved.items():
                 names.setdefault(name, reg)
             return
         if client is not None and e.reg is not None:
-            names = client._names
+            names = client.names
             if kind == _CLIENT_CLOSE:
                 if e.name not in names:
                     names[e.name] = e.reg
@@ -460,7 +460,7 @@ def rewrite(chunk: bytes, msgs: list[tuple[int, int, int]], client: ClientStatem
     changed = False
     pending = server.pending
     prepared = server.prepared
-    names = client._names
+    names = client.names
     reset = False
     client_parses = binds = 0
     reg: tuple[Statement, int] | None

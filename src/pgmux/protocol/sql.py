@@ -8,35 +8,39 @@ import re
 # NOTE: matched against the lower-cased statement, at its start and after each ';'. SET LOCAL,
 # SET TRANSACTION, SET CONSTRAINTS and SET SESSION CHARACTERISTICS end with the transaction.
 _SESSION_HEAD = re.compile(
-    rb"\s*(?:set\s+(?!local\b|transaction\b|constraints\b|session\s+characteristics\b)"
-    rb"|reset\b|create\s+(?:(?:global|local)\s+)?temp|listen\b|prepare\b|declare\b|load\b"
-    rb"|discard\b|deallocate\b)")
+    r"\s*(?:set\s+(?!local\b|transaction\b|constraints\b|session\s+characteristics\b)"
+    r"|reset\b|create\s+(?:(?:global|local)\s+)?temp|listen\b|prepare\b|declare\b|load\b"
+    r"|discard\b|deallocate\b)")
+# The words _SESSION_HEAD can start with: a cheap test that spares the regex for SELECT & co.
+_HEAD_WORDS = ("set", "reset", "create", "listen", "prepare", "declare", "load", "discard",
+               "deallocate")
+_BLANKS = " \t\r\n;"
 
 
 def changes_session(sql: bytes) -> bool:
     """True when a statement may leave session state behind (SET, temp tables, LISTEN, ...).
 
     Errs on the side of yes: a false positive costs one reset query, a false negative leaks.
-    NOTE: on the hot path of every query in transaction mode: one lower(), one anchored match
-    and a few C-level searches (set_config, session-level advisory locks - the xact variants,
-    "advisory_xact_lock", do not match - and dblink_connect anywhere in the text).
+    NOTE: on the hot path of every query in transaction mode, so the text is decoded as latin-1
+    (one byte, one character: keywords match whatever the encoding) and searched as str, whose
+    searches cost a fraction of the same searches on bytes. One lower(), a startswith that spares
+    the regex for most statements, and a few short searches: set_config, session-level advisory
+    locks (the xact variants, "advisory_xact_lock", do not match) and dblink_connect.
     """
-    low = sql.lower() if len(sql) <= 65536 else sql[:65536].lower()
-    if _SESSION_HEAD.match(low):
+    low = (sql if len(sql) <= 65536 else sql[:65536]).decode("latin-1").lower()
+    match = _SESSION_HEAD.match
+    if low.lstrip().startswith(_HEAD_WORDS) and match(low):
         return True
     # NOTE: "_co" is in set_config and dblink_connect, "y_lo" in every advisory_lock variant:
     # two short searches rule all three out for almost every query.
-    if (b"_co" in low or b"y_lo" in low) and (
-            b"set_config" in low or b"advisory_lock" in low or b"dblink_connect" in low):
+    if ("_co" in low or "y_lo" in low) and (
+            "set_config" in low or "advisory_lock" in low or "dblink_connect" in low):
         return True
-    semi = low.find(b";")
-    if semi >= 0:
-        rest = low[semi + 1:]
-        if rest.strip():
-            match = _SESSION_HEAD.match
-            for stmt in rest.split(b";"):
-                if match(stmt):
-                    return True
+    body = low.rstrip(_BLANKS)
+    if ";" in body:
+        for stmt in body.split(";")[1:]:
+            if match(stmt):
+                return True
     return False
 
 

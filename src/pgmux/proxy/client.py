@@ -45,19 +45,16 @@ for _t in b"PpDd \t\r\n(/-":
 _S_KIND = ord("S")
 
 
-def names_statements(chunk: bytes, msgs: list[tuple[int, int, int]]) -> bool:
-    """Does any message of the batch name a prepared statement (not the unnamed one)?"""
-    for t, start, end in msgs:
-        if t == _P:
-            if chunk[start + 5]:
-                return True
-        elif t == _B:
-            portal_end = chunk.find(0, start + 5, end)
-            if portal_end >= 0 and portal_end + 1 < end and chunk[portal_end + 1]:
-                return True
-        elif t == _D or t == _C:
-            if chunk[start + 5] == _S_KIND and chunk[start + 6]:
-                return True
+def names_statement(chunk: bytes, t: int, start: int, end: int) -> bool:
+    """Does this Parse, Bind, Describe or Close name a prepared statement (not the unnamed
+    one)?"""
+    if t == _P:
+        return chunk[start + 5] != 0
+    if t == _B:
+        portal_end = chunk.find(0, start + 5, end)
+        return portal_end >= 0 and portal_end + 1 < end and chunk[portal_end + 1] != 0
+    if t == _D or t == _C:
+        return chunk[start + 5] == _S_KIND and chunk[start + 6] != 0
     return False
 
 
@@ -177,19 +174,30 @@ class ClientConnection(FlowControlled):
             # NOTE: Terminate is the last thing a client sends; it never reaches a pooled server.
             chunk, msgs = chunk[:msgs[-1][1]], msgs[:-1]
         ls = server.link_state
-        watch = self.watch_session and not server.dirty
+        watch = self.watch_session
+        stmts = self.stmts
+        # NOTE: the rewrite is needed once the client has named statements or the server owes
+        # answers to earlier rewrites; else only when this batch names a statement.
+        named = stmts is not None and server.stmts is not None and (
+            bool(stmts.names) or bool(server.stmts.pending))
         for t, start, end in msgs:
-            if watch and (t == _Q or t == _P) and self._session_sql(chunk, t, start, end):
-                server.dirty = True
-                watch = False
-            if t == _Q and self.watch_session and _MAYBE_PREPARE[chunk[start + 5]]:
-                self._note_sql_prepare(chunk, start + 5, end - 1)
+            if t == _Q:
+                if watch:
+                    if not server.dirty and changes_session(chunk[start + 5:end - 1]):
+                        server.dirty = True
+                    if _MAYBE_PREPARE[chunk[start + 5]]:
+                        self._note_sql_prepare(chunk, start + 5, end - 1)
+            elif t == _P or t == _B or t == _D or t == _C:
+                if t == _P and watch and not server.dirty and self._parse_changes_session(
+                        chunk, start, end):
+                    server.dirty = True
+                if not named and stmts is not None and server.stmts is not None:
+                    named = names_statement(chunk, t, start, end)
             if _STARTS_QUERY[t] and ls.outstanding == 0:
                 server.query_start = self.pooler.now
             ls.client_message(t)
-        stmts = self.stmts
-        if stmts is not None and server.stmts is not None and msgs and (
-                len(stmts) or server.stmts.pending or names_statements(chunk, msgs)):
+        if named:
+            assert stmts is not None and server.stmts is not None
             rw = rewrite(chunk, msgs, stmts, server.stmts)
             chunk = rw.data
             if self.pool is not None and (rw.client_parses or rw.server_parses or rw.binds):
@@ -198,7 +206,9 @@ class ClientConnection(FlowControlled):
                 st.server_parse_count += rw.server_parses
                 st.bind_count += rw.binds
         if chunk:
-            server.send(chunk)
+            transport = server.transport
+            if transport is not None:
+                transport.write(chunk)
         if terminate:
             self.disconnect("client close request", notify=False)
 
@@ -231,10 +241,9 @@ class ClientConnection(FlowControlled):
                 return m.error_response(text, err.sqlstate, severity=err.severity)
         return None
 
-    def _session_sql(self, chunk: bytes, t: int, start: int, end: int) -> bool:
-        if t == _Q:
-            return changes_session(chunk[start + 5:end - 1])
-        # Parse: statement name, NUL, query text, NUL, ...
+    def _parse_changes_session(self, chunk: bytes, start: int, end: int) -> bool:
+        """Does the statement of this Parse (name, NUL, query text, NUL, ...) change session
+        state?"""
         name_end = chunk.index(b"\x00", start + 5, end)
         q_end = chunk.find(b"\x00", name_end + 1, end)
         return changes_session_cached(chunk[name_end + 1:q_end])

@@ -113,10 +113,8 @@ class ServerConnection(FlowControlled):
         client = self.link
         release = False
         if events:
-            whole = False
             if self.swallow:
                 events = self._drop_injected(events)
-                whole = True
                 if client is None:
                     for t, msg, _ in events:
                         if t == _S:
@@ -127,56 +125,83 @@ class ServerConnection(FlowControlled):
                     if not self.swallow and self.after_swallow is not None:
                         self._swallow_done()
                     return
-            stmts = self.stmts
-            pieces: list[bytes] | None = [] if whole else None
-            last = 0
-            for t, msg, pos in events:
-                reply = None
-                if stmts is not None and stmts.pending and _ANSWER[t]:
-                    reply = stmts.feed(t, msg)
-                if t == _E and client is not None and client.sql_prepared:
-                    reply = client.explain_error(msg if reply is None else reply) or reply
-                if reply is not None:
-                    if pieces is None:
-                        pieces = []
-                    if not whole:
-                        pieces.append(out[last:pos])
-                        pieces.append(reply)
-                        last = pos + len(msg)
-                    msg = reply
-                if whole:
-                    assert pieces is not None
-                    pieces.append(msg)
-                if t == _Z:
-                    self.pool.stats.query_count += 1
-                    release = self.link_state.ready(msg[5])
-                elif t == _S:
-                    self._param(msg)
-                elif t == _G:
-                    self.link_state.copy_in_started()
-                elif t == _E and msg.startswith(b"SFATAL\x00", 5):
-                    self.fatal_sent = True
-            if pieces is not None:
-                if not whole:
-                    pieces.append(out[last:])
-                out = b"".join(pieces)
+                out, release = self._events(b"", events, client, whole=True)
+            elif (self.stmts is not None and self.stmts.pending) or (
+                    client is not None and client.sql_prepared):
+                out, release = self._events(out, events, client, whole=False)
+            else:
+                # NOTE: the hot path: nothing to rewrite; usually one ReadyForQuery.
+                for t, msg, _ in events:
+                    if t == _Z:
+                        self.pool.stats.query_count += 1
+                        release = self.link_state.ready(msg[5])
+                    elif t == _S:
+                        self._param(msg)
+                    elif t == _G:
+                        self.link_state.copy_in_started()
+                    elif t == _E and msg.startswith(b"SFATAL\x00", 5):
+                        self.fatal_sent = True
         if client is None:
             if out and sum(len(msg) for t, msg, _ in events if t == _S) != len(out):
                 # NOTE: an idle server may report new parameter values (PostgreSQL reloaded
                 # its configuration); anything else it says unasked means it is going away.
                 self.disconnect("idle server got dirty")
             return
-        if release and client.pool_mode == "statement" and self.link_state.status != _STATUS_I \
-                and self.scanner.at_boundary:
-            # NOTE: the client must read the refusal as the answer to its BEGIN, so the
-            # ReadyForQuery that ends `out` is replaced by the error.
-            client.send(out[:-6])
-            client.transaction_done(self)
-            return
+        if release:
+            if not self.scanner.at_boundary or self.link is not client:
+                release = False
+            elif client.pool_mode == "statement" and self.link_state.status != _STATUS_I:
+                # NOTE: the client must read the refusal as the answer to its BEGIN, so the
+                # ReadyForQuery that ends `out` is replaced by the error.
+                client.send(out[:-6])
+                client.transaction_done(self)
+                return
         if out:
             client.send(out)
-        if release and self.scanner.at_boundary and self.link is client:
+        if release:
             client.transaction_done(self)
+
+    def _events(self, out: bytes, events: list[tuple[int, bytes, int]],
+                client: ClientConnection | None, whole: bool) -> tuple[bytes, bool]:
+        """The general case of data_received: answers to rewritten prepared-statement messages
+        are replaced, errors explained, and in whole mode (after injected queries) the kept
+        messages are joined. Returns the bytes for the client and whether the link may be
+        released."""
+        stmts = self.stmts
+        release = False
+        pieces: list[bytes] | None = [] if whole else None
+        last = 0
+        for t, msg, pos in events:
+            reply = None
+            if stmts is not None and stmts.pending and _ANSWER[t]:
+                reply = stmts.feed(t, msg)
+            if t == _E and client is not None and client.sql_prepared:
+                reply = client.explain_error(msg if reply is None else reply) or reply
+            if reply is not None:
+                if pieces is None:
+                    pieces = []
+                if not whole:
+                    pieces.append(out[last:pos])
+                    pieces.append(reply)
+                    last = pos + len(msg)
+                msg = reply
+            if whole:
+                assert pieces is not None
+                pieces.append(msg)
+            if t == _Z:
+                self.pool.stats.query_count += 1
+                release = self.link_state.ready(msg[5])
+            elif t == _S:
+                self._param(msg)
+            elif t == _G:
+                self.link_state.copy_in_started()
+            elif t == _E and msg.startswith(b"SFATAL\x00", 5):
+                self.fatal_sent = True
+        if pieces is not None:
+            if not whole:
+                pieces.append(out[last:])
+            out = b"".join(pieces)
+        return out, release
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.phase is Phase.CLOSED:
