@@ -26,6 +26,12 @@ class ClientState(Enum):
     CLOSED = "closed"
 
 
+# NOTE: on Python 3.11 an Enum member lookup goes through EnumType.__getattr__ (4x a plain
+# attribute); the hot paths use these module constants.
+_ACTIVE, _IDLE = ServerState.ACTIVE, ServerState.IDLE
+_C_ACTIVE, _C_WAITING = ClientState.ACTIVE, ClientState.WAITING
+
+
 class HasServerState(Protocol):
     server_state: ServerState
 
@@ -130,11 +136,11 @@ class PoolCore(Generic[S, C]):
         if self.idle and not self.paused and not self.waiting:
             # NOTE: the hot path of every transaction; IDLE -> ACTIVE written out in place.
             server = self.idle.pop()
-            server.server_state = ServerState.ACTIVE
+            server.server_state = _ACTIVE
             self.active.add(server)
             return server
-        if client.client_state is not ClientState.WAITING:
-            client.client_state = ClientState.WAITING
+        if client.client_state is not _C_WAITING:
+            client.client_state = _C_WAITING
             client.wait_start = now
             self.clients.discard(client)
             self.waiting.append(client)
@@ -158,18 +164,18 @@ class PoolCore(Generic[S, C]):
         """
         if self.waiting and not self.paused:
             client = self.waiting.popleft()
-            client.client_state = ClientState.ACTIVE
+            client.client_state = _C_ACTIVE
             self.clients.add(client)
-            if server.server_state is not ServerState.ACTIVE:
-                self._move(server, ServerState.ACTIVE)
+            if server.server_state is not _ACTIVE:
+                self._move(server, _ACTIVE)
             return client
-        if server.server_state is ServerState.ACTIVE:
+        if server.server_state is _ACTIVE:
             # NOTE: the hot path of every transaction; ACTIVE -> IDLE written out in place.
             self.active.discard(server)
-            server.server_state = ServerState.IDLE
+            server.server_state = _IDLE
             self.idle.append(server)
             return None
-        self._move(server, ServerState.IDLE)
+        self._move(server, _IDLE)
         return None
 
     def add_server(self, server: S) -> None:

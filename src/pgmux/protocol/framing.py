@@ -30,6 +30,12 @@ class Framer:
         return len(self._buf)
 
     def feed(self, data: bytes) -> tuple[bytes, list[tuple[int, int, int]]]:
+        n = len(data)
+        if not self._buf and n >= 5:
+            # NOTE: the common case, one whole message (a Query), without the loop.
+            t, length = _unpack_header(data, 0)
+            if length + 1 == n and 4 <= length <= self.max_message:
+                return data, [(t, 0, n)]
         if self._buf:
             self._buf += data
             data = bytes(self._buf)

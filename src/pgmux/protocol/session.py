@@ -16,6 +16,10 @@ from pgmux.protocol.messages import (
 _BATCH = bytearray(256)
 for _t in b"PBDECH":
     _BATCH[_t] = 1
+# NOTE: 1 for frontend messages that begin server work when nothing is outstanding.
+_STARTS = bytearray(256)
+for _t in (F_QUERY, F_SYNC, F_FUNCTION_CALL, ord("H")):
+    _STARTS[_t] = 1
 
 
 class LinkState:
@@ -42,26 +46,37 @@ class LinkState:
 
     def client_message(self, t: int) -> None:
         """A frontend message of type t is about to be written to the server."""
-        if _BATCH[t]:
-            self.in_batch = True
-            if t == F_EXECUTE:
-                self._syncs_since_execute = 0
-                self._extended = True
-        elif t == F_SYNC:
-            self.in_batch = False
-            if self.copy_in:
-                # NOTE: the server ignores Sync during copy-in; it will not answer it.
-                return
-            self.outstanding += 1
-            self._syncs_since_execute += 1
-        elif t == F_QUERY or t == F_FUNCTION_CALL:
-            # NOTE: a simple Query (or FunctionCall) ends the implicit transaction of an
-            # unsynced extended batch; its ReadyForQuery leaves the server idle.
-            self.outstanding += 1
-            self.in_batch = False
-            self._extended = False
-        elif t == F_COPY_DONE or t == F_COPY_FAIL:
-            self.copy_in = False
+        self.client_batch([(t, 0, 0)])
+
+    def client_batch(self, msgs: list[tuple[int, int, int]]) -> bool:
+        """The frontend messages (type, start, end) of a batch are about to be written to the
+        server. True when one of them begins server work while nothing was outstanding (a
+        query starts now)."""
+        starts = False
+        for t, _, _ in msgs:
+            if _STARTS[t] and not self.outstanding:
+                starts = True
+            if _BATCH[t]:
+                self.in_batch = True
+                if t == F_EXECUTE:
+                    self._syncs_since_execute = 0
+                    self._extended = True
+            elif t == F_SYNC:
+                self.in_batch = False
+                if self.copy_in:
+                    # NOTE: the server ignores Sync during copy-in; it will not answer it.
+                    continue
+                self.outstanding += 1
+                self._syncs_since_execute += 1
+            elif t == F_QUERY or t == F_FUNCTION_CALL:
+                # NOTE: a simple Query (or FunctionCall) ends the implicit transaction of an
+                # unsynced extended batch; its ReadyForQuery leaves the server idle.
+                self.outstanding += 1
+                self.in_batch = False
+                self._extended = False
+            elif t == F_COPY_DONE or t == F_COPY_FAIL:
+                self.copy_in = False
+        return starts
 
     def copy_in_started(self) -> None:
         """The server sent CopyInResponse: from now on it ignores Sync until CopyDone/Fail."""

@@ -31,9 +31,10 @@ _X = m.F_TERMINATE
 _NEEDS_SERVER = bytearray(256)
 for _t in m.NEEDS_SERVER:
     _NEEDS_SERVER[_t] = 1
-_STARTS_QUERY = bytearray(256)  # messages that begin server work when nothing is outstanding
-for _t in (m.F_QUERY, m.F_SYNC, m.F_FUNCTION_CALL, m.F_FLUSH):
-    _STARTS_QUERY[_t] = 1
+# What _forward looks at in a message: 1 Query, 2 Parse, 3 Bind, 4 Describe or Close.
+_KIND = bytearray(256)
+_KIND[m.F_QUERY], _KIND[m.F_PARSE], _KIND[m.F_BIND] = 1, 2, 3
+_KIND[m.F_DESCRIBE] = _KIND[m.F_CLOSE] = 4
 _STATUS_I = 73
 _AUTH_OK = m.auth_ok()
 _READY_IDLE = m.ready_for_query(b"I")
@@ -45,19 +46,6 @@ for _t in b"PpDd \t\r\n(/-":
 _S_KIND = ord("S")
 
 
-def names_statement(chunk: bytes, t: int, start: int, end: int) -> bool:
-    """Does this Parse, Bind, Describe or Close name a prepared statement (not the unnamed
-    one)?"""
-    if t == _P:
-        return chunk[start + 5] != 0
-    if t == _B:
-        portal_end = chunk.find(0, start + 5, end)
-        return portal_end >= 0 and portal_end + 1 < end and chunk[portal_end + 1] != 0
-    if t == _D or t == _C:
-        return chunk[start + 5] == _S_KIND and chunk[start + 6] != 0
-    return False
-
-
 class Phase(Enum):
     STARTUP = "startup"
     TLS = "tls"           # TLS handshake in progress
@@ -65,6 +53,13 @@ class Phase(Enum):
     WELCOME = "welcome"   # authenticated, waiting for the pool's first server login
     READY = "ready"
     CLOSED = "closed"
+
+
+# NOTE: on Python 3.11 an Enum member lookup goes through EnumType.__getattr__ (4x a plain
+# attribute); the hot paths use these module constants.
+_READY = Phase.READY
+_CLOSED = Phase.CLOSED
+_WAITING = ClientState.WAITING
 
 
 class ClientConnection(FlowControlled):
@@ -127,7 +122,7 @@ class ClientConnection(FlowControlled):
         self.pooler.client_connected(self)
 
     def data_received(self, data: bytes) -> None:
-        if self.phase is not Phase.READY:
+        if self.phase is not _READY:
             self._not_ready(data)
             return
         self.request_time = self.pooler.now = monotonic()
@@ -173,32 +168,43 @@ class ClientConnection(FlowControlled):
         if terminate:
             # NOTE: Terminate is the last thing a client sends; it never reaches a pooled server.
             chunk, msgs = chunk[:msgs[-1][1]], msgs[:-1]
-        ls = server.link_state
         watch = self.watch_session
         stmts = self.stmts
+        server_stmts = server.stmts
         # NOTE: the rewrite is needed once the client has named statements or the server owes
         # answers to earlier rewrites; else only when this batch names a statement.
-        named = stmts is not None and server.stmts is not None and (
-            bool(stmts.names) or bool(server.stmts.pending))
+        check_names = named = False
+        if stmts is not None and server_stmts is not None:
+            check_names = True
+            named = bool(stmts.names) or bool(server_stmts.pending)
         for t, start, end in msgs:
-            if t == _Q:
+            kind = _KIND[t]
+            if not kind:
+                continue
+            if kind == 1:  # Query
                 if watch:
                     if not server.dirty and changes_session(chunk[start + 5:end - 1]):
                         server.dirty = True
                     if _MAYBE_PREPARE[chunk[start + 5]]:
                         self._note_sql_prepare(chunk, start + 5, end - 1)
-            elif t == _P or t == _B or t == _D or t == _C:
-                if t == _P and watch and not server.dirty and self._parse_changes_session(
-                        chunk, start, end):
+                continue
+            if kind == 2:  # Parse: statement name, NUL, query text, NUL, ...
+                if watch and not server.dirty and self._parse_changes_session(chunk, start, end):
                     server.dirty = True
-                if not named and stmts is not None and server.stmts is not None:
-                    named = names_statement(chunk, t, start, end)
-            if _STARTS_QUERY[t] and ls.outstanding == 0:
-                server.query_start = self.pooler.now
-            ls.client_message(t)
+                if check_names and chunk[start + 5]:
+                    named = True
+            elif check_names and not named:
+                if kind == 3:  # Bind: portal name, NUL, statement name, NUL, ...
+                    portal_end = chunk.find(0, start + 5, end)
+                    named = portal_end >= 0 and portal_end + 1 < end and \
+                        chunk[portal_end + 1] != 0
+                else:  # Describe or Close: 'S' or 'P', name, NUL
+                    named = chunk[start + 5] == _S_KIND and chunk[start + 6] != 0
+        if server.link_state.client_batch(msgs):
+            server.query_start = self.pooler.now
         if named:
-            assert stmts is not None and server.stmts is not None
-            rw = rewrite(chunk, msgs, stmts, server.stmts)
+            assert stmts is not None and server_stmts is not None
+            rw = rewrite(chunk, msgs, stmts, server_stmts)
             chunk = rw.data
             if self.pool is not None and (rw.client_parses or rw.server_parses or rw.binds):
                 st = self.pool.stats
@@ -257,14 +263,14 @@ class ClientConnection(FlowControlled):
                 return
             if _NEEDS_SERVER[t]:
                 needs = True
-        if needs and not self.pending and self.client_state is not ClientState.WAITING:
+        if needs and not self.pending and self.client_state is not _WAITING:
             # NOTE: the hot path: an idle server is linked at once and the chunk goes straight
             # through, without the pending list.
             server = self.pooler.request_server(self)
             if server is not None:
                 self._forward(server, chunk, msgs)
                 return
-            if self.phase is not Phase.CLOSED:
+            if self.phase is not _CLOSED:
                 self.pending.append((chunk, msgs))
                 self.pending_needs_server = True
             return
@@ -272,7 +278,7 @@ class ClientConnection(FlowControlled):
         if needs:
             self.pending_needs_server = True
         if self.pending_needs_server and self.server is None and \
-                self.client_state is not ClientState.WAITING:
+                self.client_state is not _WAITING:
             server = self.pooler.request_server(self)
             if server is not None:
                 self.flush_pending(server)
@@ -301,8 +307,10 @@ class ClientConnection(FlowControlled):
 
     def server_param(self, name: str, value: str) -> None:
         """The linked server reported a new value (the client changed it): remember it."""
-        if name in self.params:
-            self.params[name] = value
+        params = self.params
+        if name in params and params[name] != value:
+            # NOTE: copy on write: clients with the same startup parameters share one dict.
+            self.params = {**params, name: value}
 
     # ---- startup and authentication -----------------------------------------------------
     def start_tls(self, context: ssl.SSLContext) -> None:

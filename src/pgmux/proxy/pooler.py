@@ -38,6 +38,9 @@ BASE_TRACKED = ("client_encoding", "DateStyle", "TimeZone", "standard_conforming
 STARTUP_ALLOWED = {"user", "database", "replication"}
 JANITOR_PERIOD = 0.2
 _UNLIMITED = 1 << 30
+# NOTE: on Python 3.11 an Enum member lookup goes through EnumType.__getattr__ (4x a plain
+# attribute); the hot path uses this module constant.
+_SERVER_READY = ServerPhase.READY
 
 
 def startup_options(options: str) -> list[tuple[str, str]] | None:
@@ -462,7 +465,7 @@ class Pooler:
             if len(pool.welcome_cache) < 256:
                 pool.welcome_cache[key] = cached
         block, params = cached
-        client.params = dict(params)
+        client.params = params  # NOTE: shared, never changed in place (copy on write)
         if pool.pool_mode != "session" and self.settings.max_prepared_statements > 0:
             client.stmts = ClientStatements(self.prepared_registry)
         pool.core.add_client(client)
@@ -581,8 +584,14 @@ class Pooler:
         server.request_time = now
         client.server = server
         server.link = client
-        if server.tracked != client.params:
-            server.sync_params(client.params)
+        params = client.params
+        # NOTE: clients with the same startup parameters share one params dict (copied when
+        # one changes), so `in_sync` spares the comparison when the server's last client had
+        # the same.
+        if server.in_sync is not params:
+            if server.tracked != params:
+                server.sync_params(params)
+            server.in_sync = params
         if client.writing_paused:
             server.pause_reading()
 
@@ -617,7 +626,7 @@ class Pooler:
     def server_ready(self, server: ServerConnection) -> None:
         """A server is clean and free: close it if it must go, else hand it on."""
         pool = server.pool
-        if server.phase is not ServerPhase.READY:
+        if server.phase is not _SERVER_READY:
             return
         if server.close_needed or pool.disabled:
             server.disconnect(server.close_reason or "database configuration changed")

@@ -45,6 +45,11 @@ class Phase(Enum):
     CLOSED = "closed"
 
 
+# NOTE: on Python 3.11 an Enum member lookup goes through EnumType.__getattr__ (4x a plain
+# attribute); the hot path uses this module constant.
+_READY = Phase.READY
+
+
 class ServerConnection(FlowControlled):
     """One connection to PostgreSQL, owned by a pool."""
 
@@ -57,6 +62,9 @@ class ServerConnection(FlowControlled):
         self.link: ClientConnection | None = None
         self.params: dict[str, str] = {}
         self.tracked: dict[str, str] = {}
+        # NOTE: a client params dict `tracked` was last found to agree with; None after any
+        # change to `tracked`.
+        self.in_sync: dict[str, str] | None = None
         self.pid = 0
         self.key = 0
         now = monotonic()
@@ -105,7 +113,7 @@ class ServerConnection(FlowControlled):
                      f"127.0.0.1:{self.local_port}" if self.local_port else "unix")
 
     def data_received(self, data: bytes) -> None:
-        if self.phase is not Phase.READY:
+        if self.phase is not _READY:
             self._login_received(data)
             return
         self.pooler.now = monotonic()
@@ -157,7 +165,10 @@ class ServerConnection(FlowControlled):
                 client.transaction_done(self)
                 return
         if out:
-            client.send(out)
+            transport = client.transport
+            if transport is not None:
+                transport.write(out)
+                self.pool.stats.bytes_sent += len(out)
         if release:
             client.transaction_done(self)
 
@@ -238,6 +249,7 @@ class ServerConnection(FlowControlled):
             # NOTE: assume success now, so a quick re-link doesn't send the same SET twice; the
             # server's ParameterStatus answers overwrite these with the canonical spelling.
             self.tracked.update(diff)
+            self.in_sync = None
 
     def _drop_injected(self, events: list[tuple[int, bytes, int]]
                        ) -> list[tuple[int, bytes, int]]:
@@ -273,12 +285,14 @@ class ServerConnection(FlowControlled):
         """After a reset, values this server never reported are unknown again."""
         for name in [k for k in self.tracked if k not in self.params]:
             del self.tracked[name]
+        self.in_sync = None
 
     def _param(self, msg: bytes) -> None:
         name, value = m.parse_parameter_status(msg[5:])
         self.params[name] = value
         if name in self.pooler.tracked_params:
             self.tracked[name] = value
+            self.in_sync = None
             if self.link is not None:
                 self.link.server_param(name, value)
 
@@ -370,6 +384,7 @@ class ServerConnection(FlowControlled):
         self.phase = Phase.READY
         tracked = self.pooler.tracked_params
         self.tracked = {k: v for k, v in self.params.items() if k in tracked}
+        self.in_sync = None
         connect_query = self.pool.connect_query
         if connect_query:
             self.inject(connect_query, after="ready")
