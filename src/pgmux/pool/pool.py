@@ -13,6 +13,11 @@ from pgmux.stats.counters import Counters
 class Pool:
     """State of one pool; the pooler makes the decisions that need the loop."""
 
+    __slots__ = ("name", "user", "host", "port", "dbname", "server_user", "server_password",
+                 "pool_mode", "connect_query", "extra_startup", "core", "welcome",
+                 "welcome_cache", "welcome_waiters", "last_login_failed", "last_login_sqlstate",
+                 "stats", "disabled", "scram_keys", "__weakref__")
+
     def __init__(
         self,
         name: str,

@@ -9,6 +9,8 @@ import asyncio
 class FlowControlled(asyncio.Protocol):
     """One end of a client-server link; `peer()` is the other end, if linked."""
 
+    __slots__ = ("transport", "reading_paused", "writing_paused")
+
     transport: asyncio.Transport | None
     reading_paused: bool
     writing_paused: bool

@@ -53,6 +53,13 @@ _READY = Phase.READY
 class ServerConnection(FlowControlled):
     """One connection to PostgreSQL, owned by a pool."""
 
+    # NOTE: slots: attribute access on the hot path is a fixed offset.
+    __slots__ = ("__weakref__", "_login_auth", "_login_framer", "after_swallow", "close_needed",
+                 "close_reason", "connect_time", "dirty", "fatal_sent", "in_sync", "key", "link",
+                 "link_state", "link_time", "local_port", "params", "phase", "pid", "pool",
+                 "pooler", "query_start", "request_time", "scanner", "server_state", "stmts",
+                 "swallow", "swallow_error", "tls", "tracked")
+
     def __init__(self, pooler: Pooler, pool: Pool) -> None:
         self.pooler = pooler
         self.pool = pool
