@@ -8,7 +8,7 @@ import contextlib
 import functools
 import logging
 import os
-import secrets
+import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -38,6 +38,7 @@ BASE_TRACKED = ("client_encoding", "DateStyle", "TimeZone", "standard_conforming
 STARTUP_ALLOWED = {"user", "database", "replication"}
 JANITOR_PERIOD = 0.2
 _UNLIMITED = 1 << 30
+_KEY = struct.Struct("!II")
 # NOTE: on Python 3.11 an Enum member lookup goes through EnumType.__getattr__ (4x a plain
 # attribute); the hot path uses this module constant.
 _SERVER_READY = ServerPhase.READY
@@ -88,6 +89,8 @@ class Pooler:
         self.pools: dict[tuple[str, str], Pool] = {}
         self.clients: set[ClientConnection] = set()
         self.by_key: dict[tuple[int, int], ClientConnection] = {}
+        self._key_bytes = b""  # random bytes for cancel keys, drawn 4 KiB at a time
+        self._key_pos = 0
         self.listeners: list[asyncio.AbstractServer] = []
         self.paused = False
         self.shutting_down: str | None = None
@@ -479,8 +482,13 @@ class Pooler:
 
     def _new_key(self, client: ClientConnection) -> tuple[int, int]:
         while True:
-            bits = secrets.randbits(62)
-            key = (bits >> 31, bits & 0x7FFFFFFF)
+            # NOTE: one getrandom() per 512 connections instead of one per connection.
+            pos = self._key_pos
+            if pos + 8 > len(self._key_bytes):
+                self._key_bytes, pos = os.urandom(4096), 0
+            self._key_pos = pos + 8
+            pid, secret = _KEY.unpack_from(self._key_bytes, pos)
+            key = (pid & 0x7FFFFFFF, secret & 0x7FFFFFFF)
             if key not in self.by_key:
                 self.by_key[key] = client
                 return key
