@@ -166,7 +166,7 @@ class ClientConnection(FlowControlled):
     def send(self, data: bytes) -> None:
         transport = self.transport
         if transport is not None:
-            transport.write(data)
+            self.pooler.post(transport, data)
             pool = self.pool
             if pool is not None:
                 pool.stats.bytes_sent += len(data)
@@ -223,7 +223,7 @@ class ClientConnection(FlowControlled):
         if chunk:
             transport = server.transport
             if transport is not None:
-                transport.write(chunk)
+                self.pooler.post(transport, chunk)
         if terminate:
             self.disconnect("client close request", notify=False)
 
@@ -411,6 +411,7 @@ class ClientConnection(FlowControlled):
             return
         transport = self.transport
         if transport is not None:
+            self.pooler.flush_outbox()  # NOTE: what was posted goes before the close
             if notify:
                 transport.write(m.error_response(reason, sqlstate, severity="FATAL"))
             transport.close()

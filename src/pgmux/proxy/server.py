@@ -174,10 +174,14 @@ class ServerConnection(FlowControlled):
         if out:
             transport = client.transport
             if transport is not None:
-                transport.write(out)
+                self.pooler.post(transport, out)
                 self.pool.stats.bytes_sent += len(out)
         if release:
-            client.transaction_done(self)
+            if self.link_state.status == _STATUS_I and client.pool_mode != "session":
+                # NOTE: transaction_done's common case, without the extra call.
+                self.pooler.release(client, self)
+            else:
+                client.transaction_done(self)
 
     def _events(self, out: bytes, events: list[tuple[int, bytes, int]],
                 client: ClientConnection | None, whole: bool) -> tuple[bytes, bool]:
@@ -234,7 +238,7 @@ class ServerConnection(FlowControlled):
     # ---- reading and writing ------------------------------------------------------------
     def send(self, data: bytes) -> None:
         if self.transport is not None:
-            self.transport.write(data)
+            self.pooler.post(self.transport, data)
 
     # ---- injected queries whose answers the client must not see --------------------------
     def inject(self, sql: str, after: str | None = None) -> None:
@@ -416,6 +420,7 @@ class ServerConnection(FlowControlled):
         self.close_reason = reason
         transport = self.transport
         if transport is not None:
+            self.pooler.flush_outbox()  # NOTE: what was posted goes before the close
             if self.phase is Phase.READY and self.link is None:
                 transport.write(m.terminate())
                 transport.close()
