@@ -3,7 +3,8 @@ asyncio.Protocol + uvloop can reach on this machine (bench/ceiling.py runs it).
 
 It answers every client's startup at once (no authentication), logs POOL servers in as
 `postgres` with trust, forwards client bytes to a server and server bytes back without framing
-them, and releases a server when a read ends with ReadyForQuery 'I'. No Terminate handling
+them, and releases a server when a read ends with ReadyForQuery 'I'. Like pgmux, it sends the
+writes of one loop iteration together after the iteration's events. No Terminate handling
 beyond closing, no errors, no limits, no statistics, no session-state checks, no prepared
 statements: a measuring stick, not a pooler. Usage: bare_pooler.py PG_PORT LISTEN_PORT [POOL]
 """
@@ -35,11 +36,27 @@ WELCOME = (b"R\x00\x00\x00\x08\x00\x00\x00\x00"
 
 
 class Bare:
-    """The whole pooler's state: idle servers (LIFO) and clients waiting with their bytes."""
+    """The whole pooler's state: idle servers (LIFO), clients waiting with their bytes, and
+    the writes of the current loop iteration."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.idle: list[Server] = []
         self.waiting: deque[tuple[Client, list[bytes]]] = deque()
+        self.outbox: list[tuple[asyncio.Transport, bytes]] = []
+        self.loop = loop
+
+    def post(self, transport: asyncio.Transport | None, data: bytes) -> None:
+        if transport is None:
+            return
+        if not self.outbox:
+            self.loop.call_soon(self.flush)
+        self.outbox.append((transport, data))
+
+    def flush(self) -> None:
+        outbox, self.outbox = self.outbox, []
+        for transport, data in outbox:
+            if not transport.is_closing():
+                transport.write(data)
 
 
 class Server(asyncio.Protocol):
@@ -65,7 +82,7 @@ class Server(asyncio.Protocol):
         client = self.client
         if client is None or client.transport is None:
             return
-        client.transport.write(data)
+        self.bare.post(client.transport, data)
         if data[-6] == 90 and data[-1] == 73:  # ends with ReadyForQuery 'I'
             client.server = None
             self.client = None
@@ -78,8 +95,7 @@ class Server(asyncio.Protocol):
             client.server = self
             client.pending = None
             self.client = client
-            assert self.transport is not None
-            self.transport.write(b"".join(pending))
+            self.bare.post(self.transport, b"".join(pending))
         else:
             bare.idle.append(self)
 
@@ -109,16 +125,14 @@ class Client(asyncio.Protocol):
             return
         server = self.server
         if server is not None:
-            assert server.transport is not None
-            server.transport.write(data)
+            self.bare.post(server.transport, data)
         elif self.pending is not None:
             self.pending.append(data)
         elif self.bare.idle:
             server = self.bare.idle.pop()
             server.client = self
             self.server = server
-            assert server.transport is not None
-            server.transport.write(data)
+            self.bare.post(server.transport, data)
         else:
             self.pending = [data]
             self.bare.waiting.append((self, self.pending))
@@ -130,7 +144,7 @@ class Client(asyncio.Protocol):
 
 async def main(pg_port: int, listen_port: int, pool: int) -> None:
     loop = asyncio.get_running_loop()
-    bare = Bare()
+    bare = Bare(loop)
     for _ in range(pool):
         await loop.create_connection(lambda: Server(bare), "127.0.0.1", pg_port)
     await loop.create_server(lambda: Client(bare), "127.0.0.1", listen_port)
