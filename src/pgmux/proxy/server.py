@@ -150,12 +150,8 @@ class ServerConnection(FlowControlled):
                     if t == _Z:
                         self.pool.stats.query_count += 1
                         release = self.link_state.ready(msg[5])
-                    elif t == _S:
-                        self._param(msg)
-                    elif t == _G:
-                        self.link_state.copy_in_started()
-                    elif t == _E and msg.startswith(b"SFATAL\x00", 5):
-                        self.fatal_sent = True
+                    else:
+                        self._note(t, msg)
         if client is None:
             if out and sum(len(msg) for t, msg, _ in events if t == _S) != len(out):
                 # NOTE: an idle server may report new parameter values (PostgreSQL reloaded
@@ -213,17 +209,22 @@ class ServerConnection(FlowControlled):
             if t == _Z:
                 self.pool.stats.query_count += 1
                 release = self.link_state.ready(msg[5])
-            elif t == _S:
-                self._param(msg)
-            elif t == _G:
-                self.link_state.copy_in_started()
-            elif t == _E and msg.startswith(b"SFATAL\x00", 5):
-                self.fatal_sent = True
+            else:
+                self._note(t, msg)
         if pieces is not None:
             if not whole:
                 pieces.append(out[last:])
             out = b"".join(pieces)
         return out, release
+
+    def _note(self, t: int, msg: bytes) -> None:
+        """What a watched message other than ReadyForQuery tells about this server."""
+        if t == _S:
+            self._param(msg)
+        elif t == _G:
+            self.link_state.copy_in_started()
+        elif t == _E and msg.startswith(b"SFATAL\x00", 5):
+            self.fatal_sent = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.phase is Phase.CLOSED:
