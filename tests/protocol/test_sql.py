@@ -15,6 +15,9 @@ LEAVES_STATE = [
     b"SELECT pg_try_advisory_lock_shared(1)", b"select set_config('x.y', '1', false)",
     b"SELECT Set_Config('x.y', '1', false)", b"select dblink_connect('c')",
     b"select 1; set x = 1", b"select 1;\n  SET x = 1;",
+    # NOTE: non-ASCII text (UTF-8, or bytes invalid in it) around the statement
+    "SELECT 'größe'; SET application_name = 'ä'".encode(), b"select '\xff\xfe'; set x = 1",
+    "SELECT set_config('app.name', '日本', false)".encode(),
 ]
 STAYS_CLEAN = [
     b"select 1", b"SELECT abalance FROM pgbench_accounts WHERE aid = 48213;",
@@ -22,6 +25,7 @@ STAYS_CLEAN = [
     b"set constraints all deferred", b"set session characteristics as transaction read only",
     b"select pg_advisory_xact_lock(1)", b"begin", b"commit", b"select 1; select 2;",
     b"insert into settings values ('set x')", b"create table t ()", b"selected",
+    "SELECT 'ŞET x' AS größe;".encode(), b"select '\xff\xfe set x = 1'",
 ]
 
 
