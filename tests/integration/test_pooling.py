@@ -308,3 +308,32 @@ def test_terminated_backend_gives_one_clear_error(pg: EmbeddedPostgres,
             conn.execute("select 2")
     finally:
         conn.close()
+
+
+def test_plain_asyncio_loop_pools_the_same(pg: EmbeddedPostgres,
+                                           pgmux_factory: PgmuxFactory) -> None:
+    """Without uvloop (PGMUX_LOOP=asyncio), asyncio's own transports carry the same traffic:
+    the outbox's deferred writes, hand-offs to waiting clients and closes keep their order."""
+    run_in_testdb(pg, "drop table if exists loop_rows; create table loop_rows (c int, t int)")
+    px = pgmux_factory({"default_pool_size": 3, "query_wait_timeout": 60},
+                       env={"PGMUX_LOOP": "asyncio"})
+
+    async def client(i: int) -> list[int]:
+        conn = await asyncpg.connect(px.dsn(dbname="testdb"))
+        try:
+            seen = []
+            for t in range(15):
+                async with conn.transaction():
+                    await conn.execute("insert into public.loop_rows values ($1, $2)", i, t)
+                    seen.append(await conn.fetchval(
+                        "select count(*) from public.loop_rows where c = $1", i))
+            return seen
+        finally:
+            await conn.close()
+
+    async def main() -> list[list[int]]:
+        return await asyncio.gather(*(client(i) for i in range(40)))
+
+    assert asyncio.run(main()) == [list(range(1, 16))] * 40
+    assert run_in_testdb(pg, "select count(*) from loop_rows")[0][0] == 600
+    assert "process up: pgmux, event loop asyncio," in px.logs()

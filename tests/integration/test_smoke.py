@@ -55,3 +55,10 @@ def test_pg8000(pgmux: Pgmux) -> None:
         assert conn.run("select :a::int + 1", a=41) == [[42]]
     finally:
         conn.close()
+
+
+def test_runs_on_uvloop_by_default(pgmux: Pgmux) -> None:
+    """uvloop is a default dependency on this platform; the startup line names the loop."""
+    with psycopg.connect(pgmux.dsn(), autocommit=True) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+    assert "process up: pgmux, event loop uvloop," in pgmux.logs()

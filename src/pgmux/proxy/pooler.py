@@ -174,7 +174,10 @@ class Pooler:
                 os.chmod(path, int(str(getattr(s, "unix_socket_mode", "0777")), 8))
             self.listeners.append(server)
         self._janitor = loop.call_later(JANITOR_PERIOD, self._janitor_tick)
-        log.info("process up: %s, listening on %s:%d", "pgmux", s.listen_addr, s.listen_port)
+        # NOTE: like PgBouncer's "process up: PgBouncer 1.25.0, libevent ... (epoll)".
+        event_loop = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+        log.info("process up: pgmux, event loop %s, listening on %s:%d", event_loop,
+                 s.listen_addr, s.listen_port)
 
     async def size_auto_pools(self) -> None:
         """pool_size=auto: 75% (auto_pool_fraction) of what the role may use on the server,
