@@ -6,12 +6,25 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypeVar, cast
 
 from pgmux.config.settings import PgmuxSettings, Settings
 
 POOL_SIZE_AUTO = -1  # DatabaseConfig.pool_size when the file says pool_size=auto
 
 FALLBACK_DATABASE = "*"
+
+
+T = TypeVar("T")
+
+
+def _first_set(values: tuple[object, object], default: T) -> T:
+    """The first value that is set (not None), else default: the precedence of every
+    per-pool setting."""
+    for value in values:
+        if value is not None:
+            return cast(T, value)
+    return default
 
 
 def _frozen_map(data: Mapping[str, str] | None = None) -> Mapping[str, str]:
@@ -102,15 +115,16 @@ class Config:
             fallback, name=name, dbname=fallback.dbname or name, from_fallback=True
         )
 
+    def _per_pool(self, db: str, user: str, key: str) -> tuple[object, object]:
+        """A per-pool setting as the [users] entry and the [databases] entry give it (None
+        where the entry is missing or does not set it)."""
+        user_cfg, db_cfg = self.users.get(user), self.database(db)
+        return (None if user_cfg is None else getattr(user_cfg, key),
+                None if db_cfg is None else getattr(db_cfg, key))
+
     def pool_mode_for(self, db: str, user: str) -> str:
         """Pool mode for a (database, user) pool: [users] > [databases] > [pgbouncer]."""
-        user_cfg = self.users.get(user)
-        if user_cfg is not None and user_cfg.pool_mode is not None:
-            return user_cfg.pool_mode
-        db_cfg = self.database(db)
-        if db_cfg is not None and db_cfg.pool_mode is not None:
-            return db_cfg.pool_mode
-        return self.settings.pool_mode
+        return _first_set(self._per_pool(db, user, "pool_mode"), self.settings.pool_mode)
 
     def pool_size_for(self, db: str, user: str) -> int:
         """Pool size: [users] pool_size > [databases] pool_size > default_pool_size.
@@ -118,10 +132,9 @@ class Config:
         Returns POOL_SIZE_AUTO (-1) when the deciding entry says ``pool_size=auto``; the
         caller then sizes the pool from the budget.
         """
-        user_cfg = self.users.get(user)
-        if user_cfg is not None and user_cfg.pool_size is not None:
-            return user_cfg.pool_size
-        db_cfg = self.database(db)
-        if db_cfg is not None and db_cfg.pool_size is not None:
-            return db_cfg.pool_size
-        return self.settings.default_pool_size
+        return _first_set(self._per_pool(db, user, "pool_size"), self.settings.default_pool_size)
+
+    def reserve_pool_size_for(self, db: str, user: str) -> int:
+        """Reserve pool size: [users] > [databases] > [pgbouncer] reserve_pool_size."""
+        return _first_set(self._per_pool(db, user, "reserve_pool_size"),
+                          self.settings.reserve_pool_size)

@@ -541,14 +541,9 @@ class Pooler:
         size = conf.pool_size_for(db.name, server_user)
         if size < 0:  # pool_size=auto
             size = self.auto_sizes.get(db.name, s.default_pool_size)
-        reserve = db.reserve_pool_size if db.reserve_pool_size is not None \
-            else s.reserve_pool_size
-        user_conf = conf.users.get(server_user)
-        if user_conf is not None and user_conf.reserve_pool_size is not None:
-            reserve = user_conf.reserve_pool_size
         return PoolLimits(
             pool_size=size,
-            reserve_pool_size=reserve,
+            reserve_pool_size=conf.reserve_pool_size_for(db.name, server_user),
             reserve_pool_timeout=s.reserve_pool_timeout,
             min_pool_size=db.min_pool_size if db.min_pool_size is not None else s.min_pool_size,
         )
