@@ -447,6 +447,18 @@ def _ensure(server: ServerStatements, stmt: Statement, out: list[bytes]) -> None
         server.pending.append(_Expect(_INJECTED, stmt=stmt, seq=seq))
 
 
+def _resolve(names: dict[bytes, tuple[Statement, int]], name: bytes, server: ServerStatements,
+             out: list[bytes]) -> Statement | None:
+    """The statement a client's name stands for, made sure of on this server; None after
+    queuing the "does not exist" error PostgreSQL would give."""
+    reg = names.get(name)
+    if reg is None:
+        _fail(server, out, name, "26000")
+        return None
+    _ensure(server, reg[0], out)
+    return reg[0]
+
+
 def rewrite(chunk: bytes, msgs: list[tuple[int, int, int]], client: ClientStatements,
             server: ServerStatements) -> Rewrite:
     """Rewrite one batch of whole client messages for the server the client now has.
@@ -514,15 +526,12 @@ def rewrite(chunk: bytes, msgs: list[tuple[int, int, int]], client: ClientStatem
             out.append(chunk[done:s])
             done = e
             changed = True
-            reg = names.get(name)
-            if reg is None:
-                _fail(server, out, name, "26000")
+            known = _resolve(names, name, server, out)
+            if known is None:
                 continue
-            stmt = reg[0]
-            _ensure(server, stmt, out)
-            server._in_batch.add(stmt)
+            server._in_batch.add(known)
             binds += 1
-            body = chunk[s + 5:p + 1] + stmt.name + chunk[n:e]
+            body = chunk[s + 5:p + 1] + known.name + chunk[n:e]
             out.append(HEADER.pack(F_BIND, len(body) + 4) + body)
         elif t == F_DESCRIBE or t == F_CLOSE:
             if e - s < 7:
@@ -543,13 +552,10 @@ def rewrite(chunk: bytes, msgs: list[tuple[int, int, int]], client: ClientStatem
                 out.append(NOOP_CLOSE)
                 pending.append(_Expect(_CLIENT_CLOSE, client, name, reg))
                 continue
-            reg = names.get(name)
-            if reg is None:
-                _fail(server, out, name, "26000")
+            known = _resolve(names, name, server, out)
+            if known is None:
                 continue
-            stmt = reg[0]
-            _ensure(server, stmt, out)
-            out.append(message(F_DESCRIBE, b"S" + stmt.name + b"\x00"))
+            out.append(message(F_DESCRIBE, b"S" + known.name + b"\x00"))
         elif t == F_SYNC:
             pending.append(_E_SYNC)
             server._zs += 1
