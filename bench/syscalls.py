@@ -7,7 +7,6 @@ runs, apart from the timed ones.
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgbench import Case, run_pgbench
+from targets import interrupt
 
 TOTAL = "raw_syscalls:sys_enter"
 NAMES = ("read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg",
@@ -67,13 +67,7 @@ def census(target: str, pid: int, bin_dir: Path, port: int, case: Case,
         r = run_pgbench(bin_dir, port, case, seconds, target=target, round_no=0,
                         measure_pid=None, keep_latencies=False)
     finally:
-        if perf.poll() is None:
-            perf.send_signal(signal.SIGINT)
-            try:
-                perf.wait(10)
-            except subprocess.TimeoutExpired:
-                perf.kill()
-                perf.wait()
+        interrupt(perf)
     counts: dict[str, int] = {}
     for line in out.read_text().splitlines():
         parts = line.split(",")

@@ -66,6 +66,19 @@ def tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
+def interrupt(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """SIGINT (a pooler's or perf's clean stop), then SIGKILL if it is still there after
+    timeout seconds."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 # Lines of a pooler's log that tell of trouble (PgBouncer: "WARNING"/"ERROR"; pgmux: Python
 # logging levels and tracebacks).
 TROUBLE = re.compile(r"WARNING|ERROR|CRITICAL|FATAL|Traceback|Exception|exception|error")
@@ -102,15 +115,8 @@ class Target:
         return self.proc is None or self.proc.poll() is None
 
     def stop(self) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if self.proc is not None:
+            interrupt(self.proc)
 
 
 class Bench:
