@@ -173,11 +173,7 @@ class ServerConnection(FlowControlled):
                 self.pooler.post(transport, out)
                 self.pool.stats.bytes_sent += len(out)
         if release:
-            if self.link_state.status == _STATUS_I and client.pool_mode != "session":
-                # NOTE: transaction_done's common case, without the extra call.
-                self.pooler.release(client, self)
-            else:
-                client.transaction_done(self)
+            client.transaction_done(self)
 
     def _events(self, out: bytes, events: list[tuple[int, bytes, int]],
                 client: ClientConnection | None, whole: bool) -> tuple[bytes, bool]:
