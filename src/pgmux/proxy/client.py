@@ -221,9 +221,7 @@ class ClientConnection(FlowControlled):
                 st.server_parse_count += rw.server_parses
                 st.bind_count += rw.binds
         if chunk:
-            transport = server.transport
-            if transport is not None:
-                self.pooler.post(transport, chunk)
+            server.send(chunk)
         if terminate:
             self.disconnect("client close request", notify=False)
 

@@ -168,10 +168,7 @@ class ServerConnection(FlowControlled):
                 client.transaction_done(self)
                 return
         if out:
-            transport = client.transport
-            if transport is not None:
-                self.pooler.post(transport, out)
-                self.pool.stats.bytes_sent += len(out)
+            client.send(out)
         if release:
             client.transaction_done(self)
 
