@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pgmux.embedded import EmbeddedPostgres, free_port
+from tests import unprivileged
 
 
 class Pgmux:
@@ -107,6 +108,19 @@ def render_ini(pg: EmbeddedPostgres, port: int, socket_dir: Path, settings: dict
 PgmuxFactory = Callable[..., Pgmux]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _unprivileged_base() -> Iterator[None]:
+    yield
+    unprivileged.remove_base_dir()
+
+
+@pytest.fixture
+def tmp_path(request: pytest.FixtureRequest) -> Path:
+    """Integration tests' temp dir: one the unprivileged pgmux can be given (pytest's own are
+    under a 0700 directory of root's)."""
+    return unprivileged.new_dir(request.node.name)
+
+
 @pytest.fixture
 def pgmux_factory(pg: EmbeddedPostgres, tmp_path: Path) -> Iterator[PgmuxFactory]:
     """Start pgmux processes: pgmux_factory(settings={...}, databases=..., users=...,
@@ -129,13 +143,23 @@ def pgmux_factory(pg: EmbeddedPostgres, tmp_path: Path) -> Iterator[PgmuxFactory
         log = tmp_path / f"pgmux{n}.log"
         ini.write_text(render_ini(target or pg, port, socket_dir, settings or {}, databases,
                                   users, pgmux, auth_file))
-        cmd = [sys.executable, "-m", "pgmux", "serve", str(ini)] + (args or [])
+        # NOTE: as root, pgmux drops to an unprivileged user (-u), as a service would run
+        # it: root ignores file and socket permissions, so tests as root cannot see their bugs.
+        unprivileged.give_away(tmp_path)
+        cmd = [sys.executable, "-m", "pgmux", "serve", str(ini)] + (args or []) + \
+            unprivileged.serve_args()
         full_env = dict(os.environ)
         full_env.update(env or {})
         with open(log, "wb") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env)
         started.append(Pgmux(proc, port, ini, log, socket_dir))
         wait_port(port, proc, log=log)
+        if (settings or {}).get("unix_socket_dir", socket_dir):
+            # NOTE: the Unix socket is made after the TCP listeners.
+            sock = Path((settings or {}).get("unix_socket_dir", socket_dir)) / f".s.PGSQL.{port}"
+            deadline = time.monotonic() + 10
+            while not sock.exists() and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.02)
         return started[-1]
 
     yield start

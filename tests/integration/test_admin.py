@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from pgmux.embedded import EmbeddedPostgres
+from tests import unprivileged
 from tests.integration.adminutil import admin, pool, psql, rows, wait_for
 from tests.integration.conftest import Pgmux, PgmuxFactory
 
@@ -151,11 +152,17 @@ def test_access_levels_and_errors(pg: EmbeddedPostgres, pgmux: Pgmux) -> None:
 
 
 def test_unix_socket_pgbouncer_user_is_admin(pgmux: Pgmux) -> None:
-    dsn = f"host={pgmux.socket_dir} port={pgmux.port} user=pgbouncer dbname=pgbouncer"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("PAUSE")
-        assert ("paused", "yes") in conn.execute("SHOW STATE").fetchall()
-        conn.execute("RESUME")
+    """PgBouncer's special login: user pgbouncer over the Unix socket from pgmux's own uid."""
+    sock = str(pgmux.socket_dir)
+    out = unprivileged.psql(sock, pgmux.port, "PAUSE", "SHOW STATE", "RESUME",
+                            user="pgbouncer", dbname="pgbouncer")
+    assert out.returncode == 0, out.stderr
+    assert "paused|yes" in out.stdout
+    if unprivileged.user().switches:
+        # NOTE: another uid (root, here) is not pgmux's own: refused.
+        dsn = f"host={sock} port={pgmux.port} user=pgbouncer dbname=pgbouncer"
+        with pytest.raises(psycopg.OperationalError, match="not allowed"):
+            psycopg.connect(dsn, autocommit=True)
 
 
 def test_asyncpg_reads_the_console(pgmux: Pgmux) -> None:

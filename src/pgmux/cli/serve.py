@@ -74,12 +74,11 @@ def run_serve(args: argparse.Namespace) -> int:
     setup_logging(config.settings.logfile or None, verbose=args.verbose, quiet=args.quiet)
     for warning in config.warnings:
         log.warning("%s", warning)
-    if args.user and os.geteuid() == 0:
-        import pwd
-
-        pw = pwd.getpwnam(args.user)
-        os.setgid(pw.pw_gid)
-        os.setuid(pw.pw_uid)
+    if args.user:
+        error = drop_privileges(args.user)
+        if error:
+            print(f"pgmux: {error}", file=sys.stderr)
+            return 1
     if args.daemon:
         # NOTE: as PgBouncer: a daemon needs somewhere to log and a pidfile to be found by.
         s = config.settings
@@ -113,6 +112,46 @@ def run_serve(args: argparse.Namespace) -> int:
     finally:
         if embedded is not None:
             embedded.cleanup()
+
+
+# Modules the running pooler imports lazily (the console, metrics, auth_query, pool_size=auto,
+# TLS, host names): imported before -u switches users, because the interpreter's own files may
+# be out of the new user's reach (a Python installed under /root).
+PRELOAD = ("pgmux.app", "pgmux.admin", "pgmux.stats.prometheus", "pgmux.stats.period",
+           "pgmux.proxy.control", "pgmux.proxy.authquery", "pgmux.pool.janitor",
+           "pgmux.doctor.facts", "pgmux.doctor.plan", "pgmux.config.reload", "pgmux.auth",
+           "psycopg", "psycopg.rows", "ssl", "encodings.idna", "encodings.utf_8",
+           "encodings.latin_1", "logging.handlers", "pgmux.runtime")
+
+
+def drop_privileges(user: str) -> str | None:
+    """`-u USER`: become USER (its uid, gid and supplementary groups), as PgBouncer does; an
+    error text when that is impossible. Without root, only our own user is accepted."""
+    import importlib
+    import pwd
+
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return f"-u: no such user: {user}"
+    if os.geteuid() != 0:
+        if pw.pw_uid == os.geteuid():
+            return None
+        return f"-u {user}: only root can switch users"
+    for name in PRELOAD:
+        importlib.import_module(name)
+    from pgmux import runtime
+
+    runtime.loop_name()  # NOTE: imports uvloop when installed
+    try:
+        os.initgroups(pw.pw_name, pw.pw_gid)
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+    except OSError as exc:
+        return f"-u {user}: cannot switch user: {exc}"
+    os.environ["HOME"] = pw.pw_dir
+    os.environ["USER"] = os.environ["LOGNAME"] = pw.pw_name
+    return None
 
 
 def _daemonize() -> None:
