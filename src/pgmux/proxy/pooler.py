@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import grp
 import logging
 import os
 import struct
@@ -170,8 +171,19 @@ class Pooler:
                 os.unlink(path)
             server = await loop.create_unix_server(lambda: ClientConnection(self), path,
                                                    backlog=s.listen_backlog)
-            with contextlib.suppress(OSError):
-                os.chmod(path, int(str(getattr(s, "unix_socket_mode", "0777")), 8))
+            # NOTE: unix_socket_mode is already an int (parsed as octal from the file).
+            os.chmod(path, s.unix_socket_mode)
+            if s.unix_socket_group:
+                try:
+                    gid = grp.getgrnam(s.unix_socket_group).gr_gid
+                except KeyError:
+                    raise OSError(f"unix_socket_group: no such group: "
+                                  f"{s.unix_socket_group}") from None
+                try:
+                    os.chown(path, -1, gid)
+                except OSError as exc:
+                    raise OSError(f"unix_socket_group {s.unix_socket_group}: cannot give it "
+                                  f"{path}: {exc.strerror}") from None
             self.listeners.append(server)
         self._janitor = loop.call_later(JANITOR_PERIOD, self._janitor_tick)
         # NOTE: like PgBouncer's "process up: PgBouncer 1.25.0, libevent ... (epoll)".
