@@ -15,7 +15,7 @@ from pgmux.pool.core import ServerState
 from pgmux.protocol import messages as m
 from pgmux.proxy.client import ClientConnection
 from pgmux.proxy.pooler import Pooler
-from pgmux.proxy.server import Phase, ServerConnection
+from pgmux.proxy.server import ServerConnection
 
 
 class NullTransport:
@@ -60,16 +60,15 @@ def setup(mode: str) -> tuple[ClientConnection, ServerConnection]:
     client.pool, client.pool_mode, client.watch_session = pool, mode, mode != "session"
     server = ServerConnection(pooler, pool)
     server.transport = NullTransport()  # type: ignore[assignment]
-    server.phase = Phase.READY
     pool.core.add_server(server)
     pool.welcome = {"client_encoding": "UTF8", "DateStyle": "ISO, MDY", "TimeZone": "UTC",
                     "application_name": "", "standard_conforming_strings": "on",
                     "IntervalStyle": "postgres", "server_version": "18.6"}
     server.params = dict(pool.welcome)
     server.tracked = {k: v for k, v in server.params.items() if k in pooler.tracked_params}
-    pooler.server_ready(server)
+    pooler.links.server_ready(server)
     assert server.server_state is ServerState.IDLE
-    pooler._welcome(client, pool)
+    pooler.login._welcome(client, pool)
     return client, server
 
 
@@ -104,7 +103,7 @@ def run_contended(mode: str, q: bytes, a: bytes, n: int) -> float:
     first.pool.core.limits.pool_size = 1  # NOTE: full: the waiter launches nothing
     second = new_client(first.pooler, mode)
     assert second.pool is not None
-    first.pooler._welcome(second, second.pool)
+    first.pooler.login._welcome(second, second.pool)
     flush = first.pooler.flush_outbox
     t0 = time.perf_counter()
     for _ in range(n):

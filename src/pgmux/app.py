@@ -1,12 +1,11 @@
 """Runs one pooler process: loads the config, starts the Pooler with its extras (admin console,
-metrics), handles signals, pidfile and shutdown."""
+metrics), handles signals and shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -36,22 +35,10 @@ def _load_extensions() -> None:
             EXTENSIONS.append(install)
 
 
-def write_pidfile(path: str) -> None:
-    if not path:
-        return
-    with open(path, "w") as f:
-        f.write(f"{os.getpid()}\n")
-
-
-def remove_pidfile(path: str) -> None:
-    if path:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-
-
 async def serve(config: Config, *, ready: Callable[[Pooler], None] | None = None,
                 reload: Callable[[], Config] | None = None) -> int:
-    """Run the pooler until a shutdown signal; returns the exit code."""
+    """Run the pooler until a shutdown signal; returns the exit code. A port, Unix socket or
+    pidfile in use raises StartError (an OSError) with everything undone."""
     _load_extensions()
     pooler = Pooler(config)
     cleanups: list[Any] = []
@@ -61,21 +48,15 @@ async def serve(config: Config, *, ready: Callable[[Pooler], None] | None = None
             cleanups.append(result)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    pooler.stop_event = stop  # type: ignore[attr-defined]
+    pooler.stop_event = stop
     # NOTE: signals are handled before anything is visible (port, pidfile): a supervisor that
     # signals as soon as it sees either must never hit a default action.
-    handlers = getattr(pooler, "signal_handlers", None)
-    if handlers is None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-    else:
-        for sig, handler in handlers(stop, reload).items():
-            loop.add_signal_handler(sig, handler)
-    await pooler.start()
-    write_pidfile(config.settings.pidfile)
-    if ready is not None:
-        ready(pooler)
+    for sig, handler in pooler.control.signal_handlers(stop, reload).items():
+        loop.add_signal_handler(sig, handler)
     try:
+        await pooler.start()
+        if ready is not None:
+            ready(pooler)
         await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1,
@@ -86,5 +67,4 @@ async def serve(config: Config, *, ready: Callable[[Pooler], None] | None = None
             with contextlib.suppress(Exception):
                 await cleanup()
         await pooler.close()
-        remove_pidfile(config.settings.pidfile)
     return 0

@@ -253,7 +253,7 @@ class FakeServer:
     def __init__(self, pool: Any) -> None:
         self.pool = pool
         self.server_state = ServerState.CLOSED
-        self.close_needed = False
+        self.close_needed = ""
         self.close_reason = ""
         self.closed_with: str | None = None
 
@@ -289,7 +289,7 @@ def test_pause_answers_only_when_servers_are_released() -> None:
     assert error_of(msgs[0][1]).message == "already suspended/paused"
     assert msgs[2][1] == b"RESUME\x00"
     assert error_of(msgs[4][1]).message == "pooler is not paused/suspended"
-    assert not pool.core.paused and not p.paused
+    assert not pool.core.paused and not p.control.paused
 
 
 def test_pause_db_and_admin_db_errors() -> None:

@@ -16,7 +16,7 @@ class Srv:
 @dataclass(eq=False)
 class Cli:
     name: str
-    client_state: ClientState = ClientState.LOGIN
+    client_state: ClientState = ClientState.OUT
     wait_start: float = field(default=0.0)
 
 
@@ -112,7 +112,7 @@ def test_unwait_and_remove_client() -> None:
     assert a.client_state is ClientState.ACTIVE and not core.waiting
     core.find_server(a, 0.0)
     core.remove_client(a)
-    assert not core.waiting and a.client_state is ClientState.CLOSED
+    assert not core.waiting and a.client_state is ClientState.OUT
 
 
 def test_paused_pool_hands_out_nothing() -> None:

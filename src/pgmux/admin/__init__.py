@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 __all__ = ["AdminSession", "install"]
 
 
-def install(pooler: Pooler) -> Callable[[], Awaitable[None]]:
-    """Serve database `pgbouncer` as the console; the cleanup stops pending control timers."""
+def install(pooler: Pooler) -> Callable[[], Awaitable[None]] | None:
+    """Serve database `pgbouncer` as the console."""
     pooler.admin_factory = AdminSession
-    return pooler.control.aclose
+    return None

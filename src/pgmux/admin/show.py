@@ -157,7 +157,7 @@ def client_row(pooler: Pooler, client: Any, state: str, now: float, debug: bool)
         _stamp(client.connect_time), _stamp(client.request_time), wait_s, wait_us, 0,
         _ptr(client), _ptr(client.server), peer_pid(client.transport) if unix else 0,
         _tls_info(client.transport), client.params.get("application_name", ""),
-        _prepared(client), pooler.control.ids.of(client))
+        _prepared(client), client.ident)
     if debug:
         pending, sending = _buffers(client)
         row += (0, 0, 0, 0, 0, pending, sending)
@@ -188,7 +188,7 @@ def server_row(pooler: Pooler, server: Any, state: str, debug: bool) -> Row:
         "S", pool.server_user, pool.name, "none", state, addr, port, laddr, lport,
         _stamp(server.connect_time), _stamp(server.request_time), 0, 0,
         int(bool(server.close_needed)), _ptr(server), _ptr(link), server.pid,
-        _tls_info(transport), app, _prepared(server), pooler.control.ids.of(server))
+        _tls_info(transport), app, _prepared(server), server.ident)
     if debug:
         pending, sending = _buffers(server)
         row += (0, 0, 0, 0, 0, pending, sending)
@@ -211,13 +211,7 @@ def _ordered_servers(pool: Pool) -> Iterator[tuple[Any, ServerState]]:
             yield s, s.server_state
 
 
-def _assign_ids(pooler: Pooler) -> None:
-    servers = [s for p in pooler.pools.values() for s in p.core.servers()]
-    pooler.control.ids.assign(list(pooler.clients) + servers)
-
-
 def clients_rows(pooler: Pooler) -> Iterator[Row]:
-    _assign_ids(pooler)
     now = time.monotonic()
     for c in sorted(_admin_clients(pooler), key=lambda c: c.connect_time):
         yield client_row(pooler, c, "active", now, False)
@@ -227,14 +221,12 @@ def clients_rows(pooler: Pooler) -> Iterator[Row]:
 
 
 def servers_rows(pooler: Pooler) -> Iterator[Row]:
-    _assign_ids(pooler)
     for pool in _pools(pooler):
         for s, state in _ordered_servers(pool):
             yield server_row(pooler, s, _SERVER_STATE.get(state, "new"), False)
 
 
 def _socket_rows(pooler: Pooler, only_busy: bool) -> Iterator[Row]:
-    _assign_ids(pooler)
     now = time.monotonic()
     prefix = {ServerState.ACTIVE: "sv_active", ServerState.IDLE: "sv_idle",
               ServerState.USED: "sv_used", ServerState.TESTED: "sv_tested",
@@ -248,7 +240,7 @@ def _socket_rows(pooler: Pooler, only_busy: bool) -> Iterator[Row]:
         for s, sstate in _ordered_servers(pool):
             rows.append(server_row(pooler, s, prefix.get(sstate, "sv_login"), True))
     for c in sorted(pooler.clients, key=lambda c: c.connect_time):
-        if c.client_state is ClientState.LOGIN:
+        if c.is_logging_in():
             rows.append(client_row(pooler, c, "cl_login", now, True))
     for row in rows:
         if not only_busy or row[-2] or row[-1]:
@@ -429,7 +421,7 @@ LISTS = cols("si", "list", "items")
 def lists_rows(pooler: Pooler) -> Iterator[Row]:
     servers = sum(p.core.server_count for p in pooler.pools.values())
     users = sum(1 for _ in users_rows(pooler))
-    login = sum(1 for c in pooler.clients if c.client_state is ClientState.LOGIN)
+    login = sum(1 for c in pooler.clients if c.is_logging_in())
     yield from (("databases", len(_db_names(pooler))), ("users", users),
                 ("peers", len(pooler.config.peers)), ("pools", len(pooler.pools) + 1),
                 ("peer_pools", 0), ("free_clients", 0), ("used_clients", len(pooler.clients)),
@@ -457,8 +449,8 @@ STATE = cols("ss", "key", "value")
 
 
 def state_rows(pooler: Pooler) -> Iterator[Row]:
-    yield ("active", "no" if pooler.paused else "yes")
-    yield ("paused", "yes" if pooler.paused else "no")
+    yield ("active", "no" if pooler.control.paused else "yes")
+    yield ("paused", "yes" if pooler.control.paused else "no")
     yield ("suspended", "no")
 
 

@@ -118,10 +118,8 @@ def run_serve(args: argparse.Namespace) -> int:
 # TLS, host names): imported before -u switches users, because the interpreter's own files may
 # be out of the new user's reach (a Python installed under /root).
 PRELOAD = ("pgmux.app", "pgmux.admin", "pgmux.stats.prometheus", "pgmux.stats.period",
-           "pgmux.proxy.control", "pgmux.proxy.authquery", "pgmux.pool.janitor",
-           "pgmux.doctor.facts", "pgmux.doctor.plan", "pgmux.config.reload", "pgmux.auth",
-           "psycopg", "psycopg.rows", "ssl", "encodings.idna", "encodings.utf_8",
-           "encodings.latin_1", "logging.handlers", "pgmux.runtime")
+           "pgmux.proxy.pooler", "psycopg", "psycopg.rows", "ssl", "encodings.idna",
+           "encodings.utf_8", "encodings.latin_1", "logging.handlers", "pgmux.runtime")
 
 
 def drop_privileges(user: str) -> str | None:

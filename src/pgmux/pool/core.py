@@ -20,10 +20,12 @@ class ServerState(Enum):
 
 
 class ClientState(Enum):
-    LOGIN = "login"
+    """Where a client sits in its pool; the connection's own lifecycle (login, closed) is the
+    proxy's `phase`, not kept here a second time."""
+
+    OUT = "out"          # not in a pool: logging in, or gone
     ACTIVE = "active"    # logged in, linked or not, not waiting
     WAITING = "waiting"  # queued for a server
-    CLOSED = "closed"
 
 
 # NOTE: on Python 3.11 an Enum member lookup goes through EnumType.__getattr__ (4x a plain
@@ -56,7 +58,11 @@ class PoolLimits:
 
 
 class PoolCore(Generic[S, C]):
-    """State of one (database, user) pool; every state is a container, counts are lengths."""
+    """State of one (database, user) pool; every state is a container, counts are lengths.
+
+    The only writer of `server_state`, `client_state`, `wait_start` and the containers;
+    `paused` is written by the operator's verbs alone (proxy/control.py).
+    """
 
     def __init__(self, limits: PoolLimits) -> None:
         self.limits = limits
@@ -97,7 +103,7 @@ class PoolCore(Generic[S, C]):
             except ValueError:
                 pass
         self.clients.discard(client)
-        client.client_state = ClientState.CLOSED
+        client.client_state = ClientState.OUT
 
     # ---- servers ------------------------------------------------------------------------
     def _move(self, server: S, state: ServerState) -> None:

@@ -98,3 +98,94 @@ class LinkState:
     @property
     def idle(self) -> bool:
         return self.outstanding == 0 and not self.in_batch and not self.copy_in
+
+
+# ---- the decisions about a link, as pure functions ------------------------------------------
+# What happens to a server when its client's transaction ends, when its client goes, or when it
+# is free again. proxy/link.py carries them out; the tables in tests/protocol/test_session.py
+# pin every row.
+
+KEEP = 0      # the client keeps its server
+RELEASE = 1   # unlink now; the server is handed on (after a reset when `discard`)
+REFUSE = 2    # statement mode: a transaction block was opened: the client is refused
+RESET = 3     # run ROLLBACK (`rollback`) and/or the reset query (`discard`), then hand on
+CLOSE = 4     # close the server (`reason`)
+HAND_ON = 5   # the server is clean and free: first waiter, else the idle stack
+
+STATUS_IDLE = 73  # ord("I"): ReadyForQuery's status outside a transaction
+
+
+class Decision:
+    """One verdict: an action and, for RESET/RELEASE, what to run; for CLOSE, why."""
+
+    __slots__ = ("action", "rollback", "discard", "reason")
+
+    def __init__(self, action: int, rollback: bool = False, discard: bool = False,
+                 reason: str = "") -> None:
+        self.action = action
+        self.rollback = rollback
+        self.discard = discard
+        self.reason = reason
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Decision) and (
+            self.action, self.rollback, self.discard, self.reason) == (
+            other.action, other.rollback, other.discard, other.reason)
+
+    def __hash__(self) -> int:
+        return hash((self.action, self.rollback, self.discard, self.reason))
+
+    def __repr__(self) -> str:
+        names = ("KEEP", "RELEASE", "REFUSE", "RESET", "CLOSE", "HAND_ON")
+        return (f"Decision({names[self.action]}, rollback={self.rollback}, "
+                f"discard={self.discard}, reason={self.reason!r})")
+
+
+# NOTE: the verdicts of the hot path are made once; callers compare `.action`, never identity.
+_KEEP = Decision(KEEP)
+_RELEASE = Decision(RELEASE)
+_RELEASE_DISCARD = Decision(RELEASE, discard=True)
+_REFUSE = Decision(REFUSE, reason="transaction blocks not allowed in statement pooling mode")
+_HAND_ON = Decision(HAND_ON)
+_NOT_READY = Decision(CLOSE, reason="client disconnect while server was not ready")
+_LIFETIME = Decision(CLOSE, reason="server lifetime over")
+
+
+def after_ready(mode: str, status: int, dirty: bool, reset_always: bool) -> Decision:
+    """The server answered everything the client sent and is idle (ReadyForQuery with nothing
+    outstanding, at a message boundary): keep, release (with a reset when its session state
+    changed, or always when server_reset_query_always), or refuse the client (statement mode
+    inside a transaction block)."""
+    if mode == "session":
+        return _KEEP
+    if status != STATUS_IDLE:
+        return _REFUSE if mode == "statement" else _KEEP
+    if dirty or reset_always:
+        return _RELEASE_DISCARD
+    return _RELEASE
+
+
+def client_gone(idle: bool, swallowing: bool, status: int, mode: str, dirty: bool,
+                reset_always: bool, reset_query: str) -> Decision:
+    """Its client went away (or was closed) while linked: close the server if it is in the
+    middle of something, else roll back an open transaction and/or run the reset query (in
+    session mode, server_reset_query; in the others only when the session state changed or
+    server_reset_query_always), then hand it on."""
+    if swallowing or not idle:
+        return _NOT_READY
+    rollback = status != STATUS_IDLE
+    discard = dirty or reset_always or (mode == "session" and bool(reset_query))
+    if rollback or discard:
+        return Decision(RESET, rollback=rollback, discard=discard)
+    return _HAND_ON
+
+
+def when_free(close_reason: str | None, lifetime_over: bool, waiters: bool) -> Decision:
+    """A server is clean and unlinked: close it when it was marked to close (RECONNECT, a
+    RELOAD that changed its database, a pool over its size) or its lifetime is over and
+    nobody waits (PgBouncer closes an old server only when it is not needed); else hand on."""
+    if close_reason is not None:
+        return Decision(CLOSE, reason=close_reason)
+    if lifetime_over and not waiters:
+        return _LIFETIME
+    return _HAND_ON

@@ -18,14 +18,17 @@ def _placeholders(query: str) -> str:
     return query.replace("%", "%%").replace("$1", "%s")
 
 
-async def lookup_secret(pooler: Pooler, db: DatabaseConfig, auth_user: str, user: str
-                        ) -> str | None:
+# One cached connection (and the lock that serializes its use) per (host, port, dbname, user).
+AuthConnections = dict[tuple[str, int, str, str], dict[str, Any]]
+
+
+async def lookup_secret(pooler: Pooler, cache: AuthConnections, db: DatabaseConfig,
+                        auth_user: str, user: str) -> str | None:
     """The stored secret (md5 or SCRAM verifier) of user, or None when there is none."""
     s = pooler.settings
     host = db.host or s.unix_socket_dir or "/tmp"
     dbname = db.auth_dbname or s.auth_dbname or db.dbname or db.name
     key = (host, db.port, dbname, auth_user)
-    cache: dict[Any, Any] = pooler.__dict__.setdefault("_auth_conns", {})
     entry = cache.get(key)
     if entry is None:
         entry = cache[key] = {"lock": asyncio.Lock(), "conn": None}

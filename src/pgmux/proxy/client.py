@@ -1,5 +1,11 @@
-"""The client side of the proxy: one asyncio.Protocol per client connection, which runs the
-startup and authentication, then forwards whole client messages to its linked server."""
+"""The client side of the proxy: one asyncio.Protocol per client connection, which frames what
+the client sends and forwards whole messages to its linked server.
+
+Owns: the client's transport, framer, phase and the messages queued while it has no server
+(read no further than PENDING_LIMIT bytes ahead). The login (proxy/login.py) drives its
+startup phases through `begin_auth`, `await_welcome` and `ready`; proxy/link.py alone links and
+unlinks it (`server`); the pool core alone moves it between ACTIVE and WAITING.
+"""
 
 from __future__ import annotations
 
@@ -25,20 +31,35 @@ if TYPE_CHECKING:
 log = logging.getLogger("pgmux")
 monotonic = time.monotonic
 
-_Q = m.F_QUERY
+# NOTE: a client that keeps sending while it waits for a server is read no further than this
+# many bytes ahead (PgBouncer stops reading when its packet buffer is full): a pipelining
+# client cannot grow the pooler's memory without bound. Reading resumes once it is served.
+PENDING_LIMIT = 65536
+
 _P = m.F_PARSE
 _X = m.F_TERMINATE
 _NEEDS_SERVER = bytearray(256)
 for _t in m.NEEDS_SERVER:
     _NEEDS_SERVER[_t] = 1
-# What _forward looks at in a message: 1 Query, 2 Parse, 3 Bind, 4 Describe or Close.
+# What _forward looks at in a message: 1 Query, 2 Parse, 3 Bind, 4 Describe or Close, 5 any
+# other message a client may send once logged in; 0 is not a frontend message type.
 _KIND = bytearray(256)
+for _t in b"EHSFXdcf":
+    _KIND[_t] = 5
 _KIND[m.F_QUERY], _KIND[m.F_PARSE], _KIND[m.F_BIND] = 1, 2, 3
 _KIND[m.F_DESCRIBE] = _KIND[m.F_CLOSE] = 4
-_STATUS_I = 73
+# The shortest well-formed message of each type whose body _forward reads: Query ("" NUL),
+# Parse (name NUL, text NUL, int16), Bind (2 NULs, 3 int16), Describe/Close ('S'|'P', NUL).
+_MIN_LEN = bytearray(256)
+_MIN_LEN[m.F_QUERY], _MIN_LEN[m.F_PARSE], _MIN_LEN[m.F_BIND] = 6, 9, 13
+_MIN_LEN[m.F_DESCRIBE] = _MIN_LEN[m.F_CLOSE] = 7
+# CopyData, CopyDone, CopyFail: PostgreSQL ignores them outside COPY (a client may still send
+# them after its COPY failed); with no server linked they are dropped.
+_COPY_MESSAGE = bytearray(256)
+for _t in b"dcf":
+    _COPY_MESSAGE[_t] = 1
 _AUTH_OK = m.auth_ok()
 _READY_IDLE = m.ready_for_query(b"I")
-_B, _D, _C = m.F_BIND, m.F_DESCRIBE, m.F_CLOSE
 # First bytes of a query that may be PREPARE/DEALLOCATE (or start with blanks).
 _MAYBE_PREPARE = bytearray(256)
 for _t in b"PpDd \t\r\n(/-":
@@ -55,6 +76,9 @@ class Phase(Enum):
     CLOSED = "closed"
 
 
+# Phases before the client may send queries (client_login_timeout applies).
+LOGIN_PHASES = frozenset((Phase.STARTUP, Phase.TLS, Phase.AUTH, Phase.WELCOME))
+
 # NOTE: on Python 3.11 an Enum member lookup goes through EnumType.__getattr__ (4x a plain
 # attribute); the hot paths use these module constants.
 _READY = Phase.READY
@@ -62,22 +86,30 @@ _CLOSED = Phase.CLOSED
 _WAITING = ClientState.WAITING
 
 
+def _invalid(t: int) -> str:
+    """PostgreSQL's words for a message it would refuse (08P01)."""
+    if not _KIND[t]:
+        return f"invalid frontend message type {t}"
+    return f"invalid message format (message type {chr(t)!r})"
+
+
 class ClientConnection(FlowControlled):
     """One client; linked to a server while it has work in flight (or for the session)."""
 
     # NOTE: slots: attribute access on the hot path is a fixed offset, and an idle client
     # costs less memory.
-    __slots__ = ("__weakref__", "_startup_buf", "addr", "admin", "auth", "auth_ok_sent",
-                 "auth_secret", "cancel_key", "client_state", "close_reason", "connect_time",
-                 "dbname", "early", "framer", "local_addr", "local_port", "params", "pending",
-                 "pending_needs_server", "phase", "pool", "pool_mode", "pooler", "port",
-                 "request_time", "scram_keys", "server", "sql_prepared", "startup", "stmts", "tls",
-                 "user", "wait_start", "watch_session")
+    __slots__ = ("_startup_buf", "addr", "admin", "auth", "auth_ok_sent", "auth_secret",
+                 "cancel_key", "client_state", "close_reason", "connect_time", "dbname", "early",
+                 "framer", "ident", "local_addr", "local_port", "params", "pending",
+                 "pending_bytes", "pending_needs_server", "phase", "pool", "pool_mode", "pooler",
+                 "port", "request_time", "scram_keys", "server", "sql_prepared", "startup",
+                 "stmts", "tls", "user", "wait_start", "watch_session")
 
     def __init__(self, pooler: Pooler) -> None:
         self.pooler = pooler
+        self.ident = pooler.next_ident()    # SHOW CLIENTS `id`: connect order, never reused
         self.phase = Phase.STARTUP
-        self.client_state = ClientState.LOGIN
+        self.client_state = ClientState.OUT
         self.wait_start = 0.0
         self.transport: asyncio.Transport | None = None
         self.framer = Framer()
@@ -98,6 +130,7 @@ class ClientConnection(FlowControlled):
         self.request_time = now
         # whole messages (with their offsets) waiting for a server
         self.pending: list[tuple[bytes, list[tuple[int, int, int]]]] = []
+        self.pending_bytes = 0
         self.early: list[bytes] = []        # bytes that arrived before the welcome was sent
         self.pending_needs_server = False
         self.watch_session = False          # transaction/statement mode: look for SET & co
@@ -113,6 +146,9 @@ class ClientConnection(FlowControlled):
         self.auth_secret: str | None = None  # looked up with auth_query
         self.stmts: ClientStatements | None = None  # named prepared statements (transaction mode)
         self.sql_prepared: set[str] = set()  # names made with SQL PREPARE (transaction mode)
+
+    def is_logging_in(self) -> bool:
+        return self.phase in LOGIN_PHASES
 
     def prefix(self) -> str:
         return f"C-{id(self):#x}: {self.dbname or '(nodb)'}/{self.user or '(nouser)'}@" \
@@ -148,13 +184,24 @@ class ClientConnection(FlowControlled):
             self.admin.handle(chunk, msgs)
             return
         server = self.server
-        if server is not None and not self.pending:
-            self._forward(server, chunk, msgs)
-        else:
-            self._queue(chunk, msgs)
+        try:
+            if server is not None and not self.pending:
+                self._forward(server, chunk, msgs)
+            else:
+                self._queue(chunk, msgs)
+        except Exception as exc:  # noqa: BLE001 - a client's input never reaches the loop
+            self._broke(exc)
+
+    def _broke(self, exc: Exception) -> None:
+        """An unexpected failure while handling this client's input: it ends this client
+        alone, and the server it holds, whose state is then unknown, is closed."""
+        log.error("%s closing after an internal error: %r", self.prefix(), exc,
+                  exc_info=exc)
+        self.pooler.links.client_broke(self, self.server, "internal error while handling "
+                                       "the client's message")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.phase is Phase.CLOSED:
+        if self.phase is _CLOSED:
             return
         reason = self.close_reason or "client unexpected eof"
         self._closed(reason)
@@ -173,6 +220,10 @@ class ClientConnection(FlowControlled):
 
     def _forward(self, server: ServerConnection, chunk: bytes, msgs: list[tuple[int, int, int]]
                  ) -> None:
+        """Send whole client messages to the linked server (renaming prepared statements
+        when the client uses named ones). Malformed input ends this client alone: refused
+        before anything of the batch is written, or, found by the rewrite half-way, with the
+        server closed (proxy/link.py: client_broke)."""
         terminate = msgs[-1][0] == _X
         if terminate:
             # NOTE: Terminate is the last thing a client sends; it never reaches a pooled server.
@@ -188,18 +239,22 @@ class ClientConnection(FlowControlled):
             named = bool(stmts.names) or bool(server_stmts.pending)
         for t, start, end in msgs:
             kind = _KIND[t]
-            if not kind:
+            if kind == 5:
                 continue
+            if not kind or end - start < _MIN_LEN[t]:
+                # NOTE: nothing of this batch was written: the server is as it was.
+                self.pooler.links.client_broke(self, None, _invalid(t))
+                return
             if kind == 1:  # Query
                 if watch:
                     if not server.dirty and changes_session(chunk[start + 5:end - 1]):
-                        server.dirty = True
+                        self.pooler.links.session_changed(server)
                     if _MAYBE_PREPARE[chunk[start + 5]]:
                         self._note_sql_prepare(chunk, start + 5, end - 1)
                 continue
             if kind == 2:  # Parse: statement name, NUL, query text, NUL, ...
                 if watch and not server.dirty and self._parse_changes_session(chunk, start, end):
-                    server.dirty = True
+                    self.pooler.links.session_changed(server)
                 if check_names and chunk[start + 5]:
                     named = True
             elif check_names and not named:
@@ -213,7 +268,11 @@ class ClientConnection(FlowControlled):
             server.query_start = self.pooler.now
         if named:
             assert stmts is not None and server_stmts is not None
-            rw = rewrite(chunk, msgs, stmts, server_stmts)
+            try:
+                rw = rewrite(chunk, msgs, stmts, server_stmts)
+            except m.ProtocolError as exc:
+                self.pooler.links.client_broke(self, server, str(exc))
+                return
             chunk = rw.data
             if self.pool is not None and (rw.client_parses or rw.server_parses or rw.binds):
                 st = self.pool.stats
@@ -256,61 +315,69 @@ class ClientConnection(FlowControlled):
 
     def _parse_changes_session(self, chunk: bytes, start: int, end: int) -> bool:
         """Does the statement of this Parse (name, NUL, query text, NUL, ...) change session
-        state?"""
-        name_end = chunk.index(b"\x00", start + 5, end)
-        q_end = chunk.find(b"\x00", name_end + 1, end)
-        return changes_session_cached(chunk[name_end + 1:q_end])
+        state? A malformed one is left for the server to refuse."""
+        name_end = chunk.find(0, start + 5, end)
+        q_end = chunk.find(0, name_end + 1, end) if name_end >= 0 else -1
+        return q_end >= 0 and changes_session_cached(chunk[name_end + 1:q_end])
 
     def _queue(self, chunk: bytes, msgs: list[tuple[int, int, int]]) -> None:
         """No server: keep the messages; ask for one when they need it."""
         needs = False
-        for t, _, _ in msgs:
+        only_copy = not self.pending
+        for t, start, end in msgs:
             if t == _X:
                 self.disconnect("client close request", notify=False)
                 return
+            kind = _KIND[t]
+            if not kind or end - start < _MIN_LEN[t]:
+                self.pooler.links.client_broke(self, None, _invalid(t))
+                return
             if _NEEDS_SERVER[t]:
                 needs = True
+            if not _COPY_MESSAGE[t]:
+                only_copy = False
+        if only_copy:
+            return  # NOTE: leftovers of a failed COPY, with nothing in flight to belong to
         if needs and not self.pending and self.client_state is not _WAITING:
             # NOTE: the hot path: an idle server is linked at once and the chunk goes straight
             # through, without the pending list.
-            server = self.pooler.request_server(self)
+            server = self.pooler.links.request_server(self)
             if server is not None:
                 self._forward(server, chunk, msgs)
                 return
             if self.phase is not _CLOSED:
-                self.pending.append((chunk, msgs))
+                self._hold(chunk, msgs)
                 self.pending_needs_server = True
             return
-        self.pending.append((chunk, msgs))
+        self._hold(chunk, msgs)
         if needs:
             self.pending_needs_server = True
         if self.pending_needs_server and self.server is None and \
                 self.client_state is not _WAITING:
-            server = self.pooler.request_server(self)
+            server = self.pooler.links.request_server(self)
             if server is not None:
                 self.flush_pending(server)
 
-    def flush_pending(self, server: ServerConnection) -> None:
-        """Linked to server: send what waited for it, in order."""
-        pending, self.pending = self.pending, []
-        self.pending_needs_server = False
-        for chunk, msgs in pending:
-            self._forward(server, chunk, msgs)
-            if self.server is not server:
-                return
+    def _hold(self, chunk: bytes, msgs: list[tuple[int, int, int]]) -> None:
+        self.pending.append((chunk, msgs))
+        self.pending_bytes += len(chunk)
+        if self.pending_bytes > PENDING_LIMIT:
+            self.pause_reading()
 
-    def transaction_done(self, server: ServerConnection) -> None:
-        """The server answered everything and is idle: release it if the mode says so."""
-        mode = self.pool_mode
-        if mode == "session":
-            return
-        status = server.link_state.status
-        if status != _STATUS_I:
-            if mode == "statement":
-                self.pooler.stats_xact(server)
-                self.disconnect("transaction blocks not allowed in statement pooling mode")
-            return
-        self.pooler.release(self, server)
+    def flush_pending(self, server: ServerConnection) -> None:
+        """Linked to server: send what waited for it, in order, and read on."""
+        pending, self.pending = self.pending, []
+        self.pending_bytes = 0
+        self.pending_needs_server = False
+        if self.reading_paused and not server.writing_paused:
+            self.resume_reading()
+        try:
+            for chunk, msgs in pending:
+                self._forward(server, chunk, msgs)
+                if self.server is not server:
+                    return
+        except Exception as exc:  # noqa: BLE001 - never into the server's handler
+            self._broke(exc)
 
     def server_param(self, name: str, value: str) -> None:
         """The linked server reported a new value (the client changed it): remember it."""
@@ -318,6 +385,12 @@ class ClientConnection(FlowControlled):
         if name in params and params[name] != value:
             # NOTE: copy on write: clients with the same startup parameters share one dict.
             self.params = {**params, name: value}
+
+    def adopt_mode(self, mode: str) -> None:
+        """Serve this client in pool mode `mode` from now on (login, or a RELOAD that changed
+        the pool's mode while it held no server)."""
+        self.pool_mode = mode
+        self.watch_session = mode != "session"
 
     # ---- startup and authentication -----------------------------------------------------
     def start_tls(self, context: ssl.SSLContext) -> None:
@@ -356,11 +429,11 @@ class ClientConnection(FlowControlled):
                     packet = m.take_startup_packet(buf)
                     if packet is None:
                         return
-                    self.pooler.startup_packet(self, m.parse_startup_packet(packet))
+                    self.pooler.login.startup_packet(self, m.parse_startup_packet(packet))
             except m.ProtocolError as exc:
                 self.fatal(str(exc))
                 return
-            if buf and self.phase is not Phase.CLOSED:
+            if buf and self.phase is not _CLOSED:
                 rest = bytes(buf)
                 buf.clear()
                 # NOTE: a client may pipeline its first query behind the startup packet; the
@@ -379,9 +452,24 @@ class ClientConnection(FlowControlled):
                     self.framer = Framer()
                     self.data_received(rest)
                     return
-                self.pooler.auth_message(self, t, chunk[start + 5:end])
+                self.pooler.login.auth_message(self, t, chunk[start + 5:end])
         elif self.phase is Phase.WELCOME:
             self.early.append(data)
+            self.pending_bytes += len(data)
+            if self.pending_bytes > PENDING_LIMIT:
+                self.pause_reading()
+
+    def begin_auth(self, auth: Any, greeting: bytes) -> None:
+        """The login chose an authentication exchange: send its first message."""
+        self.auth = auth
+        self.phase = Phase.AUTH
+        if greeting:
+            assert self.transport is not None
+            self.transport.write(greeting)
+
+    def await_welcome(self) -> None:
+        """Authenticated; the pool's first server login decides what the welcome says."""
+        self.phase = Phase.WELCOME
 
     def ready(self, parameters: bytes, key: tuple[int, int]) -> None:
         """Send the welcome: AuthenticationOk, the ParameterStatus block, BackendKeyData,
@@ -392,6 +480,9 @@ class ClientConnection(FlowControlled):
         self.transport.write(b"".join((b"" if self.auth_ok_sent else _AUTH_OK, parameters,
                                        m.backend_key_data(*key), _READY_IDLE)))
         early, self.early = self.early, []
+        self.pending_bytes = 0
+        if self.reading_paused and self.server is None:
+            self.resume_reading()
         for data in early:
             self.data_received(data)
 
@@ -405,7 +496,7 @@ class ClientConnection(FlowControlled):
         self.send(m.error_response(message, sqlstate) + m.ready_for_query(b"I"))
 
     def disconnect(self, reason: str, notify: bool = True, sqlstate: str = "08P01") -> None:
-        if self.phase is Phase.CLOSED:
+        if self.phase is _CLOSED:
             return
         transport = self.transport
         if transport is not None:

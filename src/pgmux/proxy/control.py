@@ -1,5 +1,9 @@
 """The operator's verbs over a running pooler (pause, resume, disable, reconnect, kill, wait_close,
-shutdown, reload) and the Unix signals that trigger them."""
+shutdown, reload) and the Unix signals that trigger them.
+
+Owns the pause state (`paused`, `paused_dbs`; each pool core's `paused` is derived from them
+by sync_pause, its only writer), the disabled databases, the shutdown mode and pending waits.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +15,23 @@ import signal
 import socket
 import struct
 import time
-import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pgmux.config import POOL_SIZE_AUTO, Config, ConfigError, diff, load_config
+from pgmux.config.reload import NOT_RELOADABLE
+from pgmux.config.settings import convert
 from pgmux.proxy import tls
+from pgmux.proxy.autosize import size_auto_pools
 
 if TYPE_CHECKING:
     from pgmux.pool.pool import Pool
     from pgmux.proxy.client import ClientConnection
-from pgmux.proxy.pooler import Pooler
+    from pgmux.proxy.pooler import Pooler
 
 log = logging.getLogger("pgmux")
 
 ADMIN_DB = "pgbouncer"
-TICK = 0.05  # seconds between checks while a PAUSE, WAIT_CLOSE or SHUTDOWN is pending
 
 IMMEDIATE = "IMMEDIATE"
 WAIT_FOR_SERVERS = "WAIT_FOR_SERVERS"
@@ -51,32 +56,6 @@ class ControlError(Exception):
         super().__init__(message)
         self.message = message
         self.sqlstate = sqlstate
-
-
-class SocketIds:
-    """The `id` column of SHOW CLIENTS/SERVERS: small numbers, stable for a socket's life,
-    handed out in connect order (the first time anyone looks)."""
-
-    def __init__(self) -> None:
-        self._next = 1
-        self._by_obj: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-        self._by_id: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
-
-    def assign(self, objs: Iterable[Any]) -> None:
-        fresh = [o for o in objs if o not in self._by_obj]
-        fresh.sort(key=lambda o: getattr(o, "connect_time", 0.0))
-        for obj in fresh:
-            self._by_obj[obj] = self._next
-            self._by_id[self._next] = obj
-            self._next += 1
-
-    def of(self, obj: Any) -> int:
-        if obj not in self._by_obj:
-            self.assign([obj])
-        return self._by_obj[obj]
-
-    def find(self, ident: int) -> Any:
-        return self._by_id.get(ident)
 
 
 def peer_uid(transport: Any) -> int | None:
@@ -106,24 +85,28 @@ def peer_pid(transport: Any) -> int:
 class Control:
     """Pause/disable/shutdown state of one pooler and the operations that change it.
 
-    State that is per pool lives in the pool core (`core.paused`); this object keeps only what
-    outlives pools: paused and disabled database names, the shutdown mode, pending waits.
+    Pause state lives here once: `paused` (everything) and `paused_dbs`; each pool core's
+    `paused` flag is derived from them by sync_pause. The janitor calls tick() every few
+    hundredths of a second; it returns at once unless something is pending.
     """
 
     def __init__(self, pooler: Pooler) -> None:
         self.pooler = pooler
+        self.paused = False  # PAUSE, KILL (of everything), SHUTDOWN WAIT_FOR_SERVERS
         self.paused_dbs: set[str] = set()
         self.disabled_dbs: set[str] = set()
         self.shutdown_mode: str | None = None
         self.stop: asyncio.Event | None = None
         self.reload_fn: Callable[[], Config] | None = None
-        self.ids = SocketIds()
         self._waits: list[tuple[Callable[[], bool], Done]] = []
-        self._timer: asyncio.TimerHandle | None = None
 
     # ---- questions the pooler asks ------------------------------------------------------
     def db_paused(self, dbname: str) -> bool:
-        return self.pooler.paused or dbname in self.paused_dbs
+        return self.paused or dbname in self.paused_dbs
+
+    def sync_pause(self, pool: Pool) -> None:
+        """The one writer of a pool core's `paused` flag: derived from the pause state."""
+        pool.core.paused = self.db_paused(pool.name)
 
     def is_own_user(self, client: ClientConnection) -> bool:
         """PgBouncer's special login: user `pgbouncer` over the Unix socket, same uid as us."""
@@ -156,32 +139,15 @@ class Control:
                 on_done()
             return
         self._waits.append((done_yet, on_done or (lambda: None)))
-        self._kick()
-
-    def _kick(self) -> None:
-        if self._timer is not None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # NOTE: no loop (unit tests): the caller drives tick() itself
-        self._timer = loop.call_later(TICK, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        try:
-            self.tick()
-        except Exception:  # noqa: BLE001 - the ticker must keep running
-            log.exception("control tick failed")
-        if self._waits or self._busy():
-            self._kick()
 
     def _busy(self) -> bool:
-        return bool(self.pooler.paused or self.paused_dbs or self.shutdown_mode)
+        return bool(self._waits or self.paused or self.paused_dbs or self.shutdown_mode)
 
     def tick(self) -> None:
-        """Periodic work while something is pending: close what a pause releases, finish
-        shutdowns, answer waits whose condition now holds."""
+        """Periodic work while something is pending (the janitor calls it): close what a
+        pause releases, finish shutdowns, answer waits whose condition now holds."""
+        if not self._busy():
+            return
         p = self.pooler
         for pool in list(p.pools.values()):
             if pool.core.paused:
@@ -215,22 +181,20 @@ class Control:
     def pause(self, dbname: str | None = None, on_done: Done | None = None) -> None:
         """Stop handing out servers; on_done runs once every server of the target is released
         and closed (PgBouncer answers PAUSE only then)."""
-        p = self.pooler
-        if p.paused:
+        if self.paused:
             raise ControlError("already suspended/paused")
         if dbname is None:
             log.info("PAUSE command issued")
-            p.paused = True
+            self.paused = True
         else:
             log.info("PAUSE '%s' command issued", dbname)
             self._check_db(dbname, "cannot pause admin db: %s")
             self.paused_dbs.add(dbname)
         pools = self._pools(dbname)
         for pool in pools:
-            pool.core.paused = True
+            self.sync_pause(pool)
             self._close_unused(pool, R_PAUSE)
         self._when(lambda: self._released(dbname), on_done)
-        self._kick()
 
     def _released(self, dbname: str | None) -> bool:
         for pool in self._pools(dbname):
@@ -247,9 +211,9 @@ class Control:
             log.info("RESUME command issued")
             if self.shutdown_mode is not None:
                 raise ControlError("pooler is shutting down")
-            if not p.paused and not self.paused_dbs:
+            if not self.paused and not self.paused_dbs:
                 raise ControlError("pooler is not paused/suspended")
-            p.paused = False
+            self.paused = False
             self.paused_dbs.clear()
         else:
             log.info("RESUME '%s' command issued", dbname)
@@ -259,8 +223,8 @@ class Control:
                 raise ControlError(f"database {dbname} is not paused")
             self.paused_dbs.discard(dbname)
         for pool in self._pools(dbname):
-            if not self.db_paused(pool.name):
-                pool.core.paused = False
+            self.sync_pause(pool)
+            if not pool.core.paused:
                 self._wake(pool)
         # NOTE: a PAUSE still waiting for servers is answered now; there is nothing to wait for.
         waits, self._waits = self._waits, []
@@ -273,9 +237,9 @@ class Control:
         for server in list(core.idle):
             if not core.waiting:
                 break
-            self.pooler.server_ready(server)
+            self.pooler.links.server_ready(server)
         if core.waiting:
-            self.pooler.launch_needed(pool)
+            self.pooler.launcher.launch_needed(pool)
 
     # ---- DISABLE / ENABLE ---------------------------------------------------------------
     def disable(self, dbname: str) -> None:
@@ -305,8 +269,7 @@ class Control:
 
     def _tag_dirty(self, pool: Pool) -> None:
         for server in list(pool.core.servers()):
-            server.close_needed = True
-            server.close_reason = R_CLOSE_NEEDED
+            self.pooler.links.retire(server, R_CLOSE_NEEDED)
         for server in list(pool.core.idle):
             server.disconnect(R_CHANGED)
 
@@ -327,7 +290,7 @@ class Control:
     def kill(self, dbname: str | None = None) -> None:
         """Drop every client and server of the target now; it stays paused until RESUME."""
         p = self.pooler
-        if p.paused:
+        if self.paused:
             raise ControlError("already suspended/paused")
         if dbname is None:
             log.info("KILL command issued")
@@ -339,9 +302,8 @@ class Control:
             names = {dbname}
         self.paused_dbs.update(names)
         for pool in self._pools(dbname):
-            pool.core.paused = True
+            self.sync_pause(pool)
             self.kill_pool(pool, R_KILLED)
-        self._kick()
 
     def kill_pool(self, pool: Pool, reason: str) -> None:
         for client in [c for c in self.pooler.clients if c.pool is pool]:
@@ -357,7 +319,8 @@ class Control:
                 ptr = int(arg, 16)
                 target = next((c for c in self.pooler.clients if id(c) == ptr), None)
             else:
-                target = self.ids.find(int(arg))
+                ident = int(arg)
+                target = next((c for c in self.pooler.clients if c.ident == ident), None)
         except ValueError:
             raise ControlError("invalid client pointer supplied") from None
         if target is None or target not in self.pooler.clients:
@@ -378,22 +341,11 @@ class Control:
         log.info("SHUTDOWN %s command issued", mode)
         self.shutdown_mode = mode
         if mode == WAIT_FOR_SERVERS:
-            p.paused = True
+            self.paused = True
             for pool in p.pools.values():
-                pool.core.paused = True
-        self._close_tcp_listeners()
-        self._kick()
-
-    def _close_tcp_listeners(self) -> None:
-        """Stop accepting TCP clients; the Unix socket stays, for the admin console only."""
-        keep = []
-        for server in self.pooler.listeners:
-            socks = list(getattr(server, "sockets", None) or ())
-            if socks and all(s.family == socket.AF_UNIX for s in socks):
-                keep.append(server)
-            else:
-                server.close()
-        self.pooler.listeners[:] = keep
+                self.sync_pause(pool)
+        # NOTE: the Unix socket stays, for the admin console only.
+        p.listener.close_tcp()
 
     # ---- RELOAD and SET -----------------------------------------------------------------
     def reload(self) -> bool:
@@ -427,7 +379,7 @@ class Control:
         new = dataclasses.replace(new, settings=settings)
         p.config = new
         p.settings = settings
-        p._apply_tracked()
+        p.apply_tracked()
         try:
             p.client_tls = tls.client_context(settings)
             p.server_tls = tls.server_context(settings)
@@ -443,7 +395,7 @@ class Control:
 
     async def _resize_auto_pools(self) -> None:
         p = self.pooler
-        await p.size_auto_pools()
+        p.auto_sizes = await size_auto_pools(p)
         conf = p.config
         for pool in list(p.pools.values()):
             db = conf.database(pool.name)
@@ -489,8 +441,7 @@ class Control:
                 # NOTE: a client holding a server keeps its mode until it lets go of it; a
                 # session must not lose its server mid-way.
                 if client.pool is pool and client.server is None:
-                    client.pool_mode = mode
-                    client.watch_session = mode != "session"
+                    client.adopt_mode(mode)
         self.trim(pool)
 
     def trim(self, pool: Pool) -> None:
@@ -511,15 +462,11 @@ class Control:
             if excess <= 0:
                 return
             if not server.close_needed:
-                server.close_needed = True
-                server.close_reason = R_TOO_MANY
+                self.pooler.links.retire(server, R_TOO_MANY)
                 excess -= 1
 
     def set_setting(self, key: str, value: str) -> None:
         """SET key = value on the console; raises ControlError("SET failed") when refused."""
-        from pgmux.config.reload import NOT_RELOADABLE
-        from pgmux.config.settings import convert
-
         settings = self.pooler.settings
         fields = {f.name: f for f in dataclasses.fields(settings)}
         name = key.lower()
@@ -585,11 +532,6 @@ class Control:
             self.resume()
         except ControlError as exc:
             log.warning("SIGUSR2 ignored: %s", exc.message)
-
-    async def aclose(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
 
 def wall_clock(monotonic_time: float) -> float:

@@ -1,5 +1,12 @@
 """The server side of the proxy: one asyncio.Protocol per PostgreSQL backend connection, which
-logs in, then forwards the backend's bytes to the linked client cut-through."""
+logs in, then forwards the backend's bytes to the linked client cut-through.
+
+Owns: the transport, the login exchange (`login_step`), the scanner, what the backend reported
+(`params`, `tracked`), and the answers of queries pgmux injected (`swallow`). Its pool state
+(`server_state`) is written by the pool core alone, its link and reset state (`link`,
+`dirty`, `close_needed`, `in_sync`) by proxy/link.py alone; the login's outcome goes to
+proxy/launch.py.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +17,12 @@ import time
 from enum import Enum
 from typing import TYPE_CHECKING, cast
 
+from pgmux.auth import ServerLogin
 from pgmux.pool.core import ServerState
 from pgmux.protocol import messages as m
 from pgmux.protocol.framing import BackendScanner, Framer
 from pgmux.protocol.prepared import ANSWER_TYPES, ServerStatements
 from pgmux.protocol.session import LinkState
-from pgmux.protocol.sql import set_config_query
 from pgmux.proxy.flow import FlowControlled
 
 if TYPE_CHECKING:
@@ -31,40 +38,43 @@ _S = m.B_PARAMETER_STATUS
 _G = m.B_COPY_IN
 _E = m.B_ERROR
 _N = m.B_NOTICE
-_STATUS_I = 73  # ord("I")
+_A = m.B_NOTIFICATION
 _ANSWER = bytearray(256)
 for _t in ANSWER_TYPES:
     _ANSWER[_t] = 1
 
 
-class Phase(Enum):
+class LoginStep(Enum):
+    """Where a server in state LOGIN is in its login."""
+
     CONNECTING = "connecting"
     TLS = "tls"               # SSLRequest sent, or handshake in progress
-    LOGIN = "login"
-    READY = "ready"
-    CLOSED = "closed"
+    STARTUP = "startup"       # startup packet sent: authentication, parameters, key
 
 
 # NOTE: on Python 3.11 an Enum member lookup goes through EnumType.__getattr__ (4x a plain
-# attribute); the hot path uses this module constant.
-_READY = Phase.READY
+# attribute); the hot path uses these module constants.
+_ACTIVE = ServerState.ACTIVE
+_LOGIN = ServerState.LOGIN
+_CLOSED = ServerState.CLOSED
 
 
 class ServerConnection(FlowControlled):
     """One connection to PostgreSQL, owned by a pool."""
 
     # NOTE: slots: attribute access on the hot path is a fixed offset.
-    __slots__ = ("__weakref__", "_login_auth", "_login_framer", "after_swallow", "close_needed",
-                 "close_reason", "connect_time", "dirty", "fatal_sent", "in_sync", "key", "link",
-                 "link_state", "link_time", "local_port", "params", "phase", "pid", "pool",
-                 "pooler", "query_start", "request_time", "scanner", "server_state", "stmts",
-                 "swallow", "swallow_error", "tls", "tracked")
+    __slots__ = ("_login_auth", "_login_framer", "after_swallow", "close_needed",
+                 "close_reason", "connect_time", "dirty", "fatal_sent", "ident", "in_sync", "key",
+                 "link", "link_state", "link_time", "local_port", "login_step", "params", "pid",
+                 "pool", "pooler", "query_start", "request_time", "scanner", "server_state",
+                 "stmts", "swallow", "swallow_error", "tls", "tracked")
 
     def __init__(self, pooler: Pooler, pool: Pool) -> None:
         self.pooler = pooler
         self.pool = pool
-        self.server_state = ServerState.CLOSED
-        self.phase = Phase.CONNECTING
+        self.ident = pooler.next_ident()  # SHOW SERVERS `id`
+        self.server_state = ServerState.CLOSED  # NOTE: the pool core's to write
+        self.login_step = LoginStep.CONNECTING
         self.transport: asyncio.Transport | None = None
         self.link: ClientConnection | None = None
         self.params: dict[str, str] = {}
@@ -89,8 +99,8 @@ class ServerConnection(FlowControlled):
         self.swallow_error: m.ErrorFields | None = None
         self.after_swallow: str | None = None  # what to do when swallowing ends unlinked
         self.dirty = False        # session state changed: reset before anyone else gets it
-        self.close_needed = False
-        self.close_reason = ""
+        self.close_needed = ""    # why to close it once it is free; "" to keep it
+        self.close_reason = ""    # why it was closed
         self.writing_paused = False
         self.reading_paused = False
         self._login_framer: Framer | None = Framer()
@@ -107,11 +117,14 @@ class ServerConnection(FlowControlled):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # NOTE: uvloop's transports are not asyncio.Transport subclasses; same interface.
         self.transport = cast(asyncio.Transport, transport)
+        if self.server_state is _CLOSED:
+            self.transport.abort()  # NOTE: given up on (connect timeout) while connecting
+            return
         sock = transport.get_extra_info("sockname")
         if isinstance(sock, tuple):
             self.local_port = int(sock[1])
         if self.pooler.server_tls is not None and self.local_port:
-            self.phase = Phase.TLS
+            self.login_step = LoginStep.TLS
             self.transport.write(m.ssl_request())
         else:
             self._send_startup()
@@ -120,25 +133,26 @@ class ServerConnection(FlowControlled):
                      f"127.0.0.1:{self.local_port}" if self.local_port else "unix")
 
     def data_received(self, data: bytes) -> None:
-        if self.phase is not _READY:
-            self._login_received(data)
-            return
+        state = self.server_state
+        if state is not _ACTIVE:
+            if state is _LOGIN:
+                self._login_received(data)
+                return
+            if state is _CLOSED:
+                return
         self.pooler.now = monotonic()
-        out, events = self.scanner.feed(data)
+        try:
+            out, events = self.scanner.feed(data)
+        except m.ProtocolError as exc:
+            self.disconnect(f"server sent an invalid message: {exc}")
+            return
         client = self.link
         release = False
         if events:
             if self.swallow:
                 events = self._drop_injected(events)
                 if client is None:
-                    for t, msg, _ in events:
-                        if t == _S:
-                            self._param(msg)
-                        elif t != _N:
-                            self.disconnect("idle server got dirty")
-                            return
-                    if not self.swallow and self.after_swallow is not None:
-                        self._swallow_done()
+                    self._unlinked_events(events)
                     return
                 out, release = self._events(b"", events, client, whole=True)
             elif (self.stmts is not None and self.stmts.pending) or (
@@ -158,19 +172,21 @@ class ServerConnection(FlowControlled):
                 # its configuration); anything else it says unasked means it is going away.
                 self.disconnect("idle server got dirty")
             return
-        if release:
-            if not self.scanner.at_boundary or self.link is not client:
-                release = False
-            elif client.pool_mode == "statement" and self.link_state.status != _STATUS_I:
-                # NOTE: the client must read the refusal as the answer to its BEGIN, so the
-                # ReadyForQuery that ends `out` is replaced by the error.
-                client.send(out[:-6])
-                client.transaction_done(self)
-                return
-        if out:
+        if release and self.scanner.at_boundary and self.link is client:
+            self.pooler.links.transaction_end(client, self, out)
+        elif out:
             client.send(out)
-        if release:
-            client.transaction_done(self)
+
+    def _unlinked_events(self, events: list[tuple[int, bytes, int]]) -> None:
+        """What an unlinked server said after the answers pgmux swallowed (a reset running)."""
+        for t, msg, _ in events:
+            if t == _S:
+                self._param(msg)
+            elif t != _N:
+                self.disconnect("idle server got dirty")
+                return
+        if not self.swallow and self.after_swallow is not None:
+            self._swallow_done()
 
     def _events(self, out: bytes, events: list[tuple[int, bytes, int]],
                 client: ClientConnection | None, whole: bool) -> tuple[bytes, bool]:
@@ -220,7 +236,7 @@ class ServerConnection(FlowControlled):
             self.fatal_sent = True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.phase is Phase.CLOSED:
+        if self.server_state is _CLOSED:
             return
         reason = self.close_reason or ("server conn crashed?" if exc is None else
                                        f"server conn crashed? ({exc})")
@@ -236,25 +252,20 @@ class ServerConnection(FlowControlled):
 
     # ---- injected queries whose answers the client must not see --------------------------
     def inject(self, sql: str, after: str | None = None) -> None:
-        """Send a simple query and drop its answer (ParameterStatus is still recorded)."""
+        """Send a simple query and drop its answer (ParameterStatus is still recorded).
+        after="ready": when the answers are in and no client is linked, the server is handed
+        on (proxy/link.py: reset_done)."""
         self.swallow += 1
         self.scanner.whole = True
         self.after_swallow = after
         self.send(m.query(sql))
 
-    def sync_params(self, wanted: dict[str, str]) -> None:
-        """Apply a client's parameters that differ on this server, before its first message."""
-        diff = {k: v for k, v in wanted.items() if self.tracked.get(k) != v}
-        if any(k not in self.params for k in diff):
-            # NOTE: a value the server won't report back can't be compared later: reset the
-            # server before anyone else gets it.
-            self.dirty = True
-        if diff:
-            self.inject(set_config_query(diff))
-            # NOTE: assume success now, so a quick re-link doesn't send the same SET twice; the
-            # server's ParameterStatus answers overwrite these with the canonical spelling.
-            self.tracked.update(diff)
-            self.in_sync = None
+    def assume(self, values: dict[str, str]) -> None:
+        """Values just sent with set_config: taken as applied, so a quick re-link does not
+        send them twice; the server's ParameterStatus answers overwrite them with the
+        canonical spelling."""
+        self.tracked.update(values)
+        self.in_sync = None
 
     def _drop_injected(self, events: list[tuple[int, bytes, int]]
                        ) -> list[tuple[int, bytes, int]]:
@@ -282,9 +293,8 @@ class ServerConnection(FlowControlled):
             self.disconnect(f"reset query failed: {error.message}")
             return
         if action == "ready":
-            self.dirty = False
             self.link_state.reset()
-            self.pooler.server_ready(self)
+            self.pooler.links.reset_done(self)
 
     def forget_unreported(self) -> None:
         """After a reset, values this server never reported are unknown again."""
@@ -303,7 +313,7 @@ class ServerConnection(FlowControlled):
 
     # ---- login --------------------------------------------------------------------------
     def _send_startup(self) -> None:
-        self.phase = Phase.LOGIN
+        self.login_step = LoginStep.STARTUP
         self.send(m.startup_message(self.pool.startup_params()))
 
     def _tls_answer(self, data: bytes) -> None:
@@ -331,7 +341,7 @@ class ServerConnection(FlowControlled):
             except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
                 self.login_failed(f"server TLS handshake failed: {exc}")
                 return
-            if self.phase is not Phase.TLS or new is None:
+            if self.server_state is not _LOGIN or new is None:
                 return
             self.transport = new
             self.tls = True
@@ -340,12 +350,13 @@ class ServerConnection(FlowControlled):
         self.pooler.spawn(upgrade())
 
     def _login_received(self, data: bytes) -> None:
-        if self.phase is Phase.TLS:
+        if self.login_step is LoginStep.TLS:
             self._tls_answer(data)
             return
         framer = self._login_framer
         if framer is None:
             return
+        rest: bytes | None = None
         try:
             chunk, msgs = framer.feed(data)
             for t, start, end in msgs:
@@ -364,17 +375,20 @@ class ServerConnection(FlowControlled):
                     return
                 elif t == m.B_READY:
                     rest = chunk[end:] + bytes(framer._buf)
-                    self._login_done()
-                    if rest:
-                        self.data_received(rest)
-                    return
+                    break
                 # NoticeResponse and NegotiateProtocolVersion during login are ignored.
-        except Exception as exc:  # noqa: BLE001 - any failure here ends this login only
+        except Exception as exc:  # noqa: BLE001 - what the server sends ends this login only
             self.login_failed(f"server login failed: {exc}")
+            return
+        if rest is None:
+            return
+        # NOTE: outside the handler above: the login's outcome serves waiting clients, and a
+        # client's failure must never pass for this server's.
+        self._login_done()
+        if rest:
+            self.data_received(rest)
 
     def _auth(self, body: bytes) -> None:
-        from pgmux.auth import ServerLogin
-
         if self._login_auth is None:
             self._login_auth = ServerLogin(self.pool.server_user, self.pool.server_password,
                                            scram_keys=self.pool.scram_keys)
@@ -386,36 +400,32 @@ class ServerConnection(FlowControlled):
     def _login_done(self) -> None:
         self._login_framer = None
         self._login_auth = None
-        self.phase = Phase.READY
         tracked = self.pooler.tracked_params
         self.tracked = {k: v for k, v in self.params.items() if k in tracked}
         self.in_sync = None
         connect_query = self.pool.connect_query
         if connect_query:
             self.inject(connect_query, after="ready")
-            self.pooler.server_logged_in(self, ready=False)
-        else:
-            self.pooler.server_logged_in(self, ready=True)
+        self.pooler.launcher.logged_in(self, ready=not connect_query)
 
     def login_failed(self, message: str, sqlstate: str = "08P01") -> None:
-        if self.phase is Phase.CLOSED:
+        if self.server_state is not _LOGIN:
             return
         self.close_reason = message
-        self.phase = Phase.CLOSED
         if self.transport is not None:
             self.transport.abort()
-        self.pooler.server_login_failed(self, message, sqlstate)
+        self.pooler.launcher.login_failed(self, message, sqlstate)
 
     # ---- closing ------------------------------------------------------------------------
     def disconnect(self, reason: str, notify: bool = True) -> None:
         """Close this server; every close carries a reason."""
-        if self.phase is Phase.CLOSED:
+        if self.server_state is _CLOSED:
             return
         self.close_reason = reason
         transport = self.transport
         if transport is not None:
             self.pooler.flush_outbox()  # NOTE: what was posted goes before the close
-            if self.phase is Phase.READY and self.link is None:
+            if self.server_state is not _LOGIN and self.link is None:
                 transport.write(m.terminate())
                 transport.close()
             else:
@@ -423,9 +433,7 @@ class ServerConnection(FlowControlled):
         self._closed(reason)
 
     def _closed(self, reason: str) -> None:
-        was_login = self.phase is not Phase.READY
-        self.phase = Phase.CLOSED
-        if was_login:
-            self.pooler.server_login_failed(self, reason or "server login failed", "08P01")
+        if self.server_state is _LOGIN:
+            self.pooler.launcher.login_failed(self, reason or "server login failed", "08P01")
             return
-        self.pooler.server_closed(self, reason)
+        self.pooler.links.server_gone(self, reason)

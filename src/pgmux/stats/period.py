@@ -3,11 +3,9 @@ SHOW STATS / STATS_AVERAGES, and PgBouncer's periodic "stats: ..." log line."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -105,14 +103,11 @@ class StatsPeriod:
         return self.averages(set(self.newer) | set(self.older))
 
 
-_TRACKERS: weakref.WeakKeyDictionary[Pooler, StatsPeriod] = weakref.WeakKeyDictionary()
-
-
 def tracker(pooler: Pooler) -> StatsPeriod:
     """The StatsPeriod of a pooler (made on first use)."""
-    found = _TRACKERS.get(pooler)
+    found = pooler.stats_period
     if found is None:
-        found = _TRACKERS[pooler] = StatsPeriod()
+        found = pooler.stats_period = StatsPeriod()
     return found
 
 
@@ -120,42 +115,17 @@ def snapshot(pooler: Pooler) -> dict[PoolKey, Counters]:
     return {key: pool.stats for key, pool in pooler.pools.items()}
 
 
-def install(pooler: Pooler) -> Callable[[], Awaitable[None]]:
-    """Roll the stats over every stats_period and log the averages (log_stats)."""
+def install(pooler: Pooler) -> None:
+    """Roll the stats over every stats_period and log the averages (log_stats), from the
+    pooler's janitor tick."""
     period = tracker(pooler)
-    timer: list[asyncio.TimerHandle] = []
 
     def tick() -> None:
         try:
             period.rollover(snapshot(pooler))
             if pooler.settings.log_stats:
                 log.info("%s", log_line(period.all_averages()))
-        except Exception:  # noqa: BLE001 - the timer must keep running
+        except Exception:  # noqa: BLE001 - the rollover must keep running
             log.exception("stats rollover failed")
-        schedule()
 
-    def schedule() -> None:
-        loop = asyncio.get_running_loop()
-        timer[:] = [loop.call_later(max(1, pooler.settings.stats_period), tick)]
-
-    started = False
-
-    def start() -> None:
-        nonlocal started
-        if not started:
-            started = True
-            schedule()
-
-    # NOTE: install runs before the loop serves anything; the first timer is armed from the
-    # loop itself (a zero-delay call), so install works with or without a running loop.
-    try:
-        asyncio.get_running_loop().call_soon(start)
-    except RuntimeError:
-        pass
-
-    async def cleanup() -> None:
-        for handle in timer:
-            handle.cancel()
-
-    return cleanup
-
+    pooler.janitor.every(lambda: max(1, pooler.settings.stats_period), tick)

@@ -74,7 +74,7 @@ class PoolCollector:
         info.add_metric([], {"version": version_line()})
         yield info
         yield GaugeMetricFamily("pgmux_paused", "1 while the pooler is paused (PAUSE).",
-                                value=int(self.pooler.paused))
+                                value=int(self.pooler.control.paused))
         yield GaugeMetricFamily("pgmux_clients", "Client connections, all pools and the "
                                 "console.", value=len(self.pooler.clients))
         for name, doc, get in GAUGES:

@@ -1,5 +1,5 @@
 """Control verbs on a pooler without I/O: reload applied to existing pools (size, mode),
-SET, DISABLE refusals, shutdown modes, socket ids."""
+SET, DISABLE refusals, shutdown modes, socket ids, the pause flag of each pool core."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from pgmux.config import Config, DatabaseConfig
 from pgmux.config.settings import Settings
 from pgmux.pool.core import ServerState
-from pgmux.proxy.control import WAIT_FOR_CLIENTS, ControlError, SocketIds
+from pgmux.proxy.client import ClientConnection
+from pgmux.proxy.control import WAIT_FOR_CLIENTS, ControlError
 from pgmux.proxy.pooler import Pooler
 
 
@@ -20,7 +21,7 @@ class FakeServer:
     def __init__(self, pool: Any, t: float) -> None:
         self.pool = pool
         self.server_state = ServerState.CLOSED
-        self.close_needed = False
+        self.close_needed = ""
         self.close_reason = ""
         self.closed_with: str | None = None
         self.connect_time = t
@@ -58,7 +59,7 @@ def test_reload_shrinks_a_running_pool() -> None:
     # idle ones go now, then enough active ones are marked to close when released
     assert [s.closed_with for s in servers[4:]] == ["too many servers in the pool"] * 4
     marked = [s for s in servers[:4] if s.close_needed]
-    assert len(marked) == 1 and marked[0].close_reason == "too many servers in the pool"
+    assert len(marked) == 1 and marked[0].close_needed == "too many servers in the pool"
     p.control.apply_config(config(3))  # idempotent: nothing more is marked
     assert len([s for s in servers[:4] if s.close_needed]) == 1
 
@@ -71,6 +72,9 @@ def test_reload_changes_mode_of_clients_without_a_server() -> None:
         def __init__(self, linked: bool) -> None:
             self.pool, self.server = pool, (object() if linked else None)
             self.pool_mode, self.watch_session = "transaction", True
+
+        def adopt_mode(self, mode: str) -> None:
+            self.pool_mode, self.watch_session = mode, mode != "session"
 
     free, busy = C(False), C(True)
     p.clients.update({free, busy})  # type: ignore[arg-type]
@@ -114,13 +118,43 @@ def test_disable_and_shutdown_refuse_logins_but_not_the_console() -> None:
         ctl.resume()
 
 
-def test_socket_ids_follow_connect_order() -> None:
-    class S:
-        def __init__(self, t: float) -> None:
-            self.connect_time = t
+def test_socket_ids_follow_connect_order_and_kill_client_finds_them() -> None:
+    class Transport:
+        closed = False
 
-    a, b, c = S(3.0), S(1.0), S(2.0)
-    ids = SocketIds()
-    ids.assign([a, b, c])
-    assert (ids.of(b), ids.of(c), ids.of(a)) == (1, 2, 3)
-    assert ids.find(2) is c and ids.find(9) is None
+        def write(self, data: bytes) -> None: ...
+
+        def close(self) -> None:
+            self.closed = True
+
+        def get_extra_info(self, name: str, default: Any = None) -> Any:
+            return ("127.0.0.1", 5555) if name in ("peername", "sockname") else default
+
+    p = Pooler(config(10))
+    a, b, c = ClientConnection(p), ClientConnection(p), ClientConnection(p)
+    assert (a.ident, b.ident, c.ident) == (1, 2, 3)
+    for client in (a, b, c):
+        client.connection_made(Transport())  # type: ignore[arg-type]
+    p.control.kill_client("2")
+    assert b.close_reason == "admin forced disconnect" and b not in p.clients
+    assert a in p.clients and c in p.clients
+    with pytest.raises(ControlError, match="client not found"):
+        p.control.kill_client("9")
+
+
+def test_pause_state_lives_in_control_and_each_core_follows_it() -> None:
+    p = Pooler(config(10))
+    pool, _ = pool_with_servers(p, active=0, idle=0)
+    p.control.pause("app")
+    assert pool.core.paused and p.control.paused_dbs == {"app"} and not p.control.paused
+    # a pool made during the pause starts paused
+    db = p.config.database("app")
+    assert db is not None
+    other = p.get_pool(db, "v")
+    assert other.core.paused
+    p.control.resume("app")
+    assert not pool.core.paused and not other.core.paused
+    p.control.pause()
+    assert p.control.paused and pool.core.paused
+    p.control.resume()
+    assert not p.control.paused and not pool.core.paused

@@ -1,0 +1,162 @@
+"""The one periodic tick of a pooler: every timeout, min_pool_size, the reserve pool and launches
+for waiting clients (every SWEEP seconds), the operator's pending waits (PAUSE, WAIT_CLOSE,
+SHUTDOWN: every tick while one is pending) and registered periodic jobs (stats_period). No
+timer is armed per query or per client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pgmux.protocol.session import STATUS_IDLE
+
+if TYPE_CHECKING:
+    from pgmux.pool.pool import Pool
+    from pgmux.proxy.pooler import Pooler
+
+log = logging.getLogger("pgmux")
+monotonic = time.monotonic
+
+TICK = 0.05   # seconds between ticks
+SWEEP = 0.2   # seconds between sweeps of the pools for timeouts and launches
+
+
+class Janitor:
+    """Runs the periodic work of one pooler from a single timer."""
+
+    __slots__ = ("pooler", "_timer", "_last_sweep", "_jobs")
+
+    def __init__(self, pooler: Pooler) -> None:
+        self.pooler = pooler
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_sweep = 0.0
+        # (period in seconds, when it last ran, the job); jobs read their period each time
+        self._jobs: list[tuple[Callable[[], float], list[float], Callable[[], None]]] = []
+
+    def every(self, period: Callable[[], float], job: Callable[[], None]) -> None:
+        """Run job every period() seconds (period is read again each time, so a RELOAD of
+        the setting it comes from applies)."""
+        self._jobs.append((period, [monotonic()], job))
+
+    def start(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(TICK, self._tick)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _tick(self) -> None:
+        now = monotonic()
+        try:
+            self.pooler.control.tick()
+            if now - self._last_sweep >= SWEEP:
+                self._last_sweep = now
+                self.sweep(now)
+            for period, last, job in self._jobs:
+                if now - last[0] >= period():
+                    last[0] = now
+                    job()
+        except Exception:  # noqa: BLE001 - the janitor must keep running
+            log.exception("janitor failed")
+        self._timer = asyncio.get_running_loop().call_later(TICK, self._tick)
+
+    # ---- the sweep ----------------------------------------------------------------------
+    def sweep(self, now: float) -> None:
+        p = self.pooler
+        s = p.settings
+        if s.client_login_timeout:
+            for client in [c for c in p.clients if c.is_logging_in()]:
+                if client.admin is None and now - client.connect_time > s.client_login_timeout:
+                    client.fatal("client_login_timeout")
+        # NOTE: as PgBouncer (>= 1.21) does, a database with a forced user and a min_pool_size
+        # gets its pool before any client comes, so the loop below keeps it at min_pool_size.
+        if not p.control.paused:
+            for name, db in p.config.databases.items():
+                min_size = db.min_pool_size if db.min_pool_size is not None else s.min_pool_size
+                if db.user and min_size > 0 and name != "*" and (name, db.user) not in p.pools:
+                    p.get_pool(db, db.user)
+        for pool in list(p.pools.values()):
+            self._pool_timeouts(pool, now)
+            self._pool_launches(pool)
+
+    def _pool_timeouts(self, pool: Pool, now: float) -> None:
+        s = self.pooler.settings
+        core = pool.core
+        user_conf = self.pooler.config.users.get(pool.user)
+        # Waiting clients: query_timeout (checked first, as in PgBouncer's janitor, which
+        # applies the global query_timeout to waiting clients too), then query_wait_timeout.
+        wait_timeout = s.query_wait_timeout
+        if core.waiting and (wait_timeout or s.query_timeout):
+            for client in list(core.waiting):
+                waited = now - client.wait_start
+                if s.query_timeout and waited > s.query_timeout:
+                    client.fatal("query_timeout")
+                elif wait_timeout and waited > wait_timeout:
+                    client.fatal("query_wait_timeout")
+        # Idle clients: client_idle_timeout.
+        idle_timeout = (user_conf.client_idle_timeout if user_conf and
+                        user_conf.client_idle_timeout else 0) or s.client_idle_timeout
+        if idle_timeout:
+            for client in [c for c in core.clients if c.server is None and
+                           now - c.request_time > idle_timeout]:
+                client.fatal("client_idle_timeout")
+        # Linked servers: query_timeout and idle_transaction_timeout.
+        query_timeout = (user_conf.query_timeout if user_conf and user_conf.query_timeout
+                         else 0) or s.query_timeout
+        idle_tx = (user_conf.idle_transaction_timeout if user_conf and
+                   user_conf.idle_transaction_timeout else 0) or s.idle_transaction_timeout
+        if query_timeout or idle_tx:
+            for server in list(core.active):
+                client = server.link
+                if client is None:
+                    continue
+                ls = server.link_state
+                busy = ls.outstanding > 0 or ls.copy_in
+                if busy and query_timeout and server.query_start and \
+                        now - server.query_start > query_timeout:
+                    server.disconnect("query timeout")
+                    client.fatal("query timeout")
+                elif not busy and idle_tx and ls.status != STATUS_IDLE and \
+                        now - client.request_time > idle_tx:
+                    server.disconnect("idle transaction timeout")
+                    client.fatal("idle transaction timeout")
+        # Idle servers: lifetime and idle timeout (keeping min_pool_size).
+        lifetime = s.server_lifetime
+        server_idle = s.server_idle_timeout
+        if core.idle and (lifetime or server_idle):
+            keep = core.limits.min_pool_size
+            for server in list(core.idle):
+                if server_idle and now - server.request_time > server_idle and \
+                        core.server_count > keep:
+                    server.disconnect("server idle timeout")
+                elif lifetime and now - server.connect_time >= lifetime:
+                    server.disconnect("server lifetime over")
+        # Servers stuck logging in.
+        if core.login and s.server_connect_timeout:
+            for server in list(core.login):
+                if now - server.connect_time > s.server_connect_timeout:
+                    server.login_failed("connect timeout")
+
+    def _pool_launches(self, pool: Pool) -> None:
+        """Launch what waiters, the reserve pool or min_pool_size call for."""
+        core = pool.core
+        if core.paused:
+            return
+        launcher = self.pooler.launcher
+        # NOTE: welcome_waiters: clients waiting for the pool's first server, which
+        # max_db_connections/max_user_connections may have held back.
+        if core.waiting or (pool.welcome_waiters and not core.login):
+            launcher.launch_needed(pool)
+        elif core.limits.min_pool_size and core.server_count < core.limits.min_pool_size \
+                and (core.clients or pool.welcome is not None or self._forced_user(pool)):
+            launcher.launch_needed(pool)
+
+    def _forced_user(self, pool: Pool) -> bool:
+        """Whether pool's database logs in with a user of its own ([databases] user=)."""
+        db = self.pooler.config.databases.get(pool.name)
+        return db is not None and bool(db.user)

@@ -1,0 +1,166 @@
+"""Server connections: when to open them (pool size, reserve pool, min_pool_size, database and
+user limits, evicting another pool's idle server), connecting, and the outcome of each login.
+
+Owns each pool's login-failure memory (`last_login_failed`, `last_login_sqlstate`) and the
+pool's welcome (the parameters the first login reported).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from pgmux.pool.core import ServerState
+from pgmux.proxy.server import ServerConnection
+
+if TYPE_CHECKING:
+    from pgmux.pool.pool import Pool
+    from pgmux.proxy.client import ClientConnection
+    from pgmux.proxy.pooler import Pooler
+
+log = logging.getLogger("pgmux")
+monotonic = time.monotonic
+
+_UNLIMITED = 1 << 30
+_LOGIN_STATE = ServerState.LOGIN
+RETRY_TEXT = "server login has been failing, try again later (server_login_retry)"
+
+
+class Launcher:
+    """Opens server connections for one pooler's pools."""
+
+    __slots__ = ("pooler",)
+
+    def __init__(self, pooler: Pooler) -> None:
+        self.pooler = pooler
+
+    # ---- how many ---------------------------------------------------------------------------
+    def room(self, pool: Pool) -> tuple[int, int]:
+        """How many more servers the database and user limits allow for this pool."""
+        p = self.pooler
+        s = p.settings
+        db = p.config.database(pool.name)
+        db_limit = (db.max_db_connections if db and db.max_db_connections else 0) or \
+            s.max_db_connections
+        user_conf = p.config.users.get(pool.server_user)
+        user_limit = (user_conf.max_user_connections if user_conf and
+                      user_conf.max_user_connections else 0) or s.max_user_connections
+        db_room = user_room = _UNLIMITED
+        if db_limit:
+            db_room = db_limit - sum(o.core.server_count for o in p.pools.values()
+                                     if o.name == pool.name)
+        if user_limit:
+            user_room = user_limit - sum(o.core.server_count for o in p.pools.values()
+                                         if o.server_user == pool.server_user)
+        return db_room, user_room
+
+    def launch_needed(self, pool: Pool) -> None:
+        core = pool.core
+        lim = core.limits
+        if lim.pool_size and core.server_count >= lim.pool_size + lim.reserve_pool_size:
+            return  # NOTE: the common case under load: the pool is full, nothing to compute
+        if pool.last_login_failed and \
+                monotonic() - pool.last_login_failed < self.pooler.settings.server_login_retry:
+            return
+        now = monotonic()
+        want = core.wanted_launches(now, _UNLIMITED, _UNLIMITED)
+        if pool.welcome is None and pool.welcome_waiters and not core.login:
+            want = max(want, 1)  # NOTE: logged-in clients wait for the pool's first server
+        db_room, user_room = self.room(pool)
+        # NOTE: PgBouncer's evict_connection/evict_user_connection: when clients wait and the
+        # database or user limit is what stops a launch, close the longest-idle server of
+        # another pool of that database/user to make room (never for min_pool_size alone).
+        evict = bool(core.waiting or pool.welcome_waiters)
+        while evict and min(db_room, user_room) < want and \
+                self._evict_idle(pool, by_db=db_room < want):
+            db_room, user_room = self.room(pool)
+        n = max(0, min(want, db_room, user_room))
+        if pool.last_login_failed:
+            n = min(n, 1)  # NOTE: after a failure, probe with one connection
+        for _ in range(n):
+            self.launch_connection(pool)
+
+    def _evict_idle(self, pool: Pool, by_db: bool) -> bool:
+        """Close the longest-idle server of another pool of pool's database (by_db) or
+        server user; False when there is none."""
+        oldest: ServerConnection | None = None
+        for other in self.pooler.pools.values():
+            if other is pool or (other.name != pool.name if by_db else
+                                 other.server_user != pool.server_user):
+                continue
+            for server in other.core.idle:
+                if oldest is None or server.request_time < oldest.request_time:
+                    oldest = server
+        if oldest is None:
+            return False
+        oldest.disconnect("evicted")
+        return True
+
+    # ---- connecting ---------------------------------------------------------------------------
+    def launch_connection(self, pool: Pool) -> None:
+        server = ServerConnection(self.pooler, pool)
+        pool.core.add_server(server)
+        self.pooler.spawn(self._connect(server))
+
+    async def _connect(self, server: ServerConnection) -> None:
+        loop = asyncio.get_running_loop()
+        pool = server.pool
+        host = pool.host or self.pooler.settings.unix_socket_dir or "/tmp"
+        try:
+            if host.startswith("/"):
+                coro: Any = loop.create_unix_connection(
+                    lambda: server, os.path.join(host, f".s.PGSQL.{pool.port}"))
+            else:
+                coro = loop.create_connection(lambda: server, host, pool.port)
+            await asyncio.wait_for(coro, timeout=self.pooler.settings.server_connect_timeout
+                                   or None)
+        except (TimeoutError, OSError) as exc:
+            reason = "connect timeout" if isinstance(exc, asyncio.TimeoutError) else \
+                f"connect failed: {exc.strerror or exc}"
+            server.login_failed(reason)
+
+    # ---- the outcome of a login -------------------------------------------------------------
+    def logged_in(self, server: ServerConnection, ready: bool) -> None:
+        """A server finished its login; ready=False while its connect_query runs."""
+        pool = server.pool
+        pool.last_login_failed = 0.0
+        if pool.welcome is None:
+            pool.welcome = dict(server.params)
+            pool.welcome_cache.clear()
+        waiters, pool.welcome_waiters = pool.welcome_waiters, []
+        for wake in waiters:
+            wake(None)
+        if ready:
+            self.pooler.links.server_ready(server)
+        else:
+            pool.core.mark_tested(server)
+
+    def login_failed(self, server: ServerConnection, message: str, sqlstate: str) -> None:
+        pool = server.pool
+        if server.server_state is not _LOGIN_STATE:
+            return
+        pool.core.remove_server(server)
+        pool.last_login_failed = monotonic()
+        pool.last_login_sqlstate = sqlstate
+        log.warning("%s closing because: %s (age=%ds)", server.prefix(),
+                    message, int(monotonic() - server.connect_time))
+        if pool.core.server_count:
+            return
+        # NOTE: nothing is up for this pool: nobody waiting may hang on it.
+        waiters, pool.welcome_waiters = pool.welcome_waiters, []
+        for wake in waiters:
+            wake(message)
+        for client in list(pool.core.waiting):
+            client.fatal(message if sqlstate != "08P01" else RETRY_TEXT, sqlstate)
+
+    def fast_fail(self, client: ClientConnection, pool: Pool) -> bool:
+        """PgBouncer's check_fast_fail: while logins fail and nothing is up, refuse at once."""
+        if not pool.last_login_failed or pool.core.server_count:
+            return False
+        if monotonic() - pool.last_login_failed >= self.pooler.settings.server_login_retry:
+            return False
+        client.fatal(RETRY_TEXT, pool.last_login_sqlstate)
+        return True

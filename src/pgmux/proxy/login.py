@@ -1,0 +1,366 @@
+"""A client's way in: the startup packet (TLS answer, cancel requests, startup parameters and
+`options`), authentication (auth_file, auth_query), the per-client limits, the welcome, and
+cancel keys.
+
+Owns the cancel keys (`by_key`) and the welcome cache of each pool; moves a client through
+its login phases with the client's own methods (begin_auth, await_welcome, ready).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+from typing import TYPE_CHECKING
+
+from pgmux.auth import AuthError, ClientAuthenticator
+from pgmux.config import DatabaseConfig
+from pgmux.protocol import messages as m
+from pgmux.protocol.prepared import ClientStatements
+from pgmux.proxy import tls
+from pgmux.proxy.authquery import AuthConnections, lookup_secret
+from pgmux.proxy.client import Phase as ClientPhase
+
+if TYPE_CHECKING:
+    from pgmux.pool.pool import Pool
+    from pgmux.proxy.client import ClientConnection
+    from pgmux.proxy.pooler import Pooler
+
+log = logging.getLogger("pgmux")
+
+# Startup parameters accepted without ignore_startup_parameters (lower-case).
+STARTUP_ALLOWED = {"user", "database", "replication"}
+_KEY = struct.Struct("!II")
+
+
+def startup_options(options: str) -> list[tuple[str, str]] | None:
+    """The settings in an `options` startup parameter, parsed as PgBouncer does: only
+    `-c name=value` and `--name=value`, backslash escapes a character; None if malformed."""
+    out: list[tuple[str, str]] = []
+    pos, end = 0, len(options)
+    while True:
+        while pos < end and options[pos].isspace():
+            pos += 1
+        if pos >= end:
+            return out
+        if options.startswith("-c", pos):
+            pos += 2
+            while pos < end and options[pos].isspace():
+                pos += 1
+        elif options.startswith("--", pos):
+            pos += 2
+        else:
+            return None
+        token: list[str] = []
+        while pos < end and not options[pos].isspace():
+            if options[pos] == "\\":
+                pos += 1
+                if pos == end:
+                    break
+            token.append(options[pos])
+            pos += 1
+        name, eq, value = "".join(token).partition("=")
+        if not eq or not name:
+            return None
+        out.append((name, value))
+
+
+class Login:
+    """Logs clients in for one pooler."""
+
+    __slots__ = ("pooler", "by_key", "auth_conns", "_key_bytes", "_key_pos")
+
+    def __init__(self, pooler: Pooler) -> None:
+        self.pooler = pooler
+        self.by_key: dict[tuple[int, int], ClientConnection] = {}  # cancel key -> client
+        self.auth_conns: AuthConnections = {}  # auth_query connections, one per database
+        self._key_bytes = b""  # random bytes for cancel keys, drawn 4 KiB at a time
+        self._key_pos = 0
+
+    def startup_packet(self, client: ClientConnection, packet: m.StartupPacket) -> None:
+        if isinstance(packet, m.SSLRequest | m.GSSENCRequest):
+            self.negotiate_encryption(client, packet)
+            return
+        if isinstance(packet, m.CancelRequest):
+            self.cancel(packet.pid, packet.key)
+            client.disconnect("cancel request", notify=False)
+            return
+        self.client_startup(client, packet.params)
+
+    def negotiate_encryption(self, client: ClientConnection, packet: m.StartupPacket) -> None:
+        """Answer SSLRequest/GSSENCRequest: 'S' and a TLS handshake when client TLS is on,
+        else 'N', which means carry on in plain text."""
+        assert client.transport is not None
+        context = self.pooler.client_tls
+        if isinstance(packet, m.SSLRequest) and context is not None and not client.tls:
+            client.transport.write(b"S")
+            client.start_tls(context)
+        else:
+            client.transport.write(b"N")
+
+    def client_startup(self, client: ClientConnection, params: dict[str, str]) -> None:
+        s = self.pooler.settings
+        if s.client_tls_sslmode in tls.REQUIRED and not client.tls and client.addr != "unix":
+            client.fatal("SSL required", "28000")
+            return
+        ignored = {p.lower() for p in s.ignore_startup_parameters}
+        startup: dict[str, str] = {}
+        for key, value in params.items():
+            low = key.lower()
+            if low in STARTUP_ALLOWED:
+                continue
+            if low == "options":
+                # NOTE: PgBouncer 1.25 takes `-c name=value` / `--name=value` settings of
+                # tracked parameters from `options`; other settings are refused unless
+                # they (or "options") are in ignore_startup_parameters.
+                settings = startup_options(value)
+                if settings is None:
+                    client.fatal("unsupported options startup parameter: only '-c config=val' "
+                                 "and '--config=val' are allowed")
+                    return
+                for name, setting in settings:
+                    if name.lower() in self.pooler.tracked_canonical:
+                        startup[self.pooler.tracked_canonical[name.lower()]] = setting
+                    elif name.lower() not in ignored and "options" not in ignored:
+                        client.fatal(f"unsupported startup parameter in options: {name}")
+                        return
+                continue
+            if low in self.pooler.tracked_canonical:
+                startup[self.pooler.tracked_canonical[low]] = value
+            elif low in ignored:
+                continue
+            else:
+                client.fatal(f"unsupported startup parameter: {key}")
+                return
+        user = params.get("user", "")
+        if not user:
+            client.fatal("no username supplied")
+            return
+        dbname = params.get("database") or user
+        client.user, client.dbname, client.startup = user, dbname, startup
+        # NOTE: checked here, after the startup packet, as PgBouncer does (not at accept):
+        # an ErrorResponse sent at accept lands in the client's SSLRequest exchange, and
+        # libpq then reports only "server sent an error response during SSL exchange".
+        # The admin console is exempt, as in PgBouncer.
+        if len(self.pooler.clients) > s.max_client_conn and dbname != "pgbouncer":
+            client.fatal("no more connections allowed (max_client_conn)", "53300")
+            return
+        if params.get("replication"):
+            client.fatal("replication connections are not supported")
+            return
+        refusal = self.pooler.control.refuse_login(dbname)
+        if refusal is not None:
+            client.fatal(*refusal)
+            return
+        if dbname == "pgbouncer" and self.pooler.admin_factory is not None:
+            self._start_auth(client, admin=True)
+            return
+        if self.pooler.config.database(dbname) is None:
+            client.fatal(f"no such database: {dbname}")
+            return
+        self._start_auth(client, admin=False)
+
+    def _auth_method(self, user: str, admin: bool) -> str:
+        method = self.pooler.settings.auth_type
+        if method == "any":
+            return "trust"
+        if method == "hba":
+            return "md5"
+        return method
+
+    def _start_auth(self, client: ClientConnection, admin: bool) -> None:
+        method = self._auth_method(client.user, admin)
+        if admin and client.transport is not None and \
+                client.transport.get_extra_info("peername") in ("", None) and \
+                self.pooler.control.is_own_user(client):
+            # NOTE: PgBouncer lets a same-uid peer in as `pgbouncer` over the Unix socket.
+            method = "trust"
+        if method == "trust":
+            self.client_authenticated(client, admin)
+            return
+        secret = self.pooler.config.userlist.get(client.user)
+        if secret is None and not admin:
+            db = self.pooler.config.database(client.dbname)
+            if db is not None and db.user == client.user and db.password:
+                secret = db.password
+            elif db is not None and (db.auth_user or self.pooler.settings.auth_user):
+                # NOTE: not in auth_file: ask the server (auth_user + auth_query), then go on.
+                client.begin_auth(None, b"")
+                self.pooler.spawn(self._lookup_then_auth(client, db, method))
+                return
+        self._begin_exchange(client, method, secret, admin)
+
+    def _begin_exchange(self, client: ClientConnection, method: str, secret: str | None,
+                        admin: bool) -> None:
+        auth = ClientAuthenticator(method, client.user, secret)
+        client.begin_auth((auth, admin), auth.start())
+
+    async def _lookup_then_auth(self, client: ClientConnection, db: DatabaseConfig,
+                                method: str) -> None:
+        auth_user = db.auth_user or self.pooler.settings.auth_user
+        try:
+            secret = await lookup_secret(self.pooler, self.auth_conns, db, auth_user,
+                                          client.user)
+        except Exception as exc:  # noqa: BLE001 - any failure refuses this login only
+            log.warning("%s auth_query failed: %s", client.prefix(), exc)
+            if client.phase is ClientPhase.AUTH:
+                client.fatal("bouncer config error")
+            return
+        if client.phase is not ClientPhase.AUTH:
+            return
+        client.auth_secret = secret
+        self._begin_exchange(client, method, secret, admin=False)
+
+    def auth_message(self, client: ClientConnection, t: int, body: bytes) -> None:
+        if client.auth is None:
+            client.fatal("password message before authentication request")
+            return
+        auth, admin = client.auth
+        if t != m.F_PASSWORD:
+            client.fatal("expected password message during authentication")
+            return
+        try:
+            step = auth.receive(t.to_bytes(1, "big"), body)
+        except AuthError as exc:
+            client.fatal(str(exc))
+            return
+        if step.failed:
+            if step.detail:
+                log.warning("%s %s", client.prefix(), step.detail)
+            assert client.transport is not None
+            client.transport.write(step.send)
+            client.disconnect(step.error or "authentication failed", notify=False)
+            return
+        if step.send:
+            assert client.transport is not None
+            client.transport.write(step.send)
+        if step.ok:
+            # NOTE: step.send ended with AuthenticationOk; the welcome must not repeat it.
+            client.auth_ok_sent = True
+            client.scram_keys = auth.scram_keys
+            self.client_authenticated(client, admin)
+
+    def client_authenticated(self, client: ClientConnection, admin: bool) -> None:
+        s = self.pooler.settings
+        if self.pooler.settings.log_connections:
+            log.info("%s login attempt: db=%s user=%s tls=%s", client.prefix(), client.dbname,
+                     client.user, "yes" if client.tls else "no")
+        if admin:
+            assert self.pooler.admin_factory is not None
+            client.admin = self.pooler.admin_factory(self.pooler, client)
+            if client.phase is ClientPhase.CLOSED:
+                return  # NOTE: the console refused this user ("not allowed")
+            client.ready(m.parameter_status_block(client.admin.welcome()),
+                         self._new_key(client))
+            return
+        db = self.pooler.config.database(client.dbname)
+        if db is None:
+            client.fatal(f"no such database: {client.dbname}")
+            return
+        if s.max_db_client_connections or db.max_db_client_connections:
+            limit = db.max_db_client_connections or s.max_db_client_connections
+            n = sum(1 for c in self.pooler.clients
+                    if c.dbname == client.dbname and c.pool is not None)
+            if n >= limit:
+                # NOTE: PgBouncer's wording for the per-database client limit.
+                client.fatal("client connections exceeded (max_db_client_connections)",
+                             "53300")
+                return
+        user_conf = self.pooler.config.users.get(client.user)
+        ulimit = (user_conf.max_user_client_connections if user_conf else 0) or \
+            s.max_user_client_connections
+        if ulimit:
+            n = sum(1 for c in self.pooler.clients
+                    if c.user == client.user and c.pool is not None)
+            if n >= ulimit:
+                # NOTE: PgBouncer's wording for the per-user client limit.
+                client.fatal("client connections exceeded (max_user_client_connections)",
+                             "53300")
+                return
+        pool = self.pooler.get_pool(db, client.user, client)
+        if client.scram_keys is not None and pool.scram_keys is None and not db.user:
+            # NOTE: PgBouncer's SCRAM pass-through: the client's keys log us into the server.
+            pool.scram_keys = client.scram_keys
+        client.pool = pool
+        client.adopt_mode(pool.pool_mode)
+        if pool.welcome is not None:
+            self._welcome(client, pool)
+            return
+        if self.pooler.launcher.fast_fail(client, pool):
+            return
+        client.await_welcome()
+        pool.welcome_waiters.append(lambda error: self._welcome_or_fail(client, pool, error))
+        # NOTE: the first login obeys max_db_connections/max_user_connections too (evicting
+        # another pool's idle server if need be); when no room can be made now, the janitor
+        # tries again while welcome_waiters is not empty.
+        self.pooler.launcher.launch_needed(pool)
+
+    def _welcome_or_fail(self, client: ClientConnection, pool: Pool, error: str | None) -> None:
+        if client.phase is not ClientPhase.WELCOME:
+            return
+        if error is not None:
+            client.fatal(error, pool.last_login_sqlstate)
+            return
+        self._welcome(client, pool)
+
+    def _welcome(self, client: ClientConnection, pool: Pool) -> None:
+        assert pool.welcome is not None
+        # NOTE: the ParameterStatus block depends only on the pool's welcome and the client's
+        # startup parameters; building it once per combination keeps connection churn cheap.
+        key = tuple(client.startup.items())
+        cached = pool.welcome_cache.get(key)
+        if cached is None:
+            welcome = dict(pool.welcome)
+            welcome.update(client.startup)
+            params = {k: v for k, v in welcome.items() if k in self.pooler.tracked_params}
+            cached = (m.parameter_status_block(welcome), params)
+            if len(pool.welcome_cache) < 256:
+                pool.welcome_cache[key] = cached
+        block, params = cached
+        client.params = params  # NOTE: shared, never changed in place (copy on write)
+        if pool.pool_mode != "session" and self.pooler.settings.max_prepared_statements > 0:
+            client.stmts = ClientStatements(self.pooler.prepared_registry)
+        pool.core.add_client(client)
+        client.ready(block, self._new_key(client))
+
+    def _new_key(self, client: ClientConnection) -> tuple[int, int]:
+        while True:
+            # NOTE: one getrandom() per 512 connections instead of one per connection.
+            pos = self._key_pos
+            if pos + 8 > len(self._key_bytes):
+                self._key_bytes, pos = os.urandom(4096), 0
+            self._key_pos = pos + 8
+            pid, secret = _KEY.unpack_from(self._key_bytes, pos)
+            key = (pid & 0x7FFFFFFF, secret & 0x7FFFFFFF)
+            if key not in self.by_key:
+                self.by_key[key] = client
+                return key
+
+    def forget_key(self, client: ClientConnection) -> None:
+        """The client is gone: its cancel key no longer cancels anything."""
+        if self.by_key.get(client.cancel_key) is client:
+            del self.by_key[client.cancel_key]
+
+    def cancel(self, pid: int, key: int) -> None:
+        """Route a CancelRequest to the server running that client's query; wrong keys are
+        ignored, as PostgreSQL does."""
+        client = self.by_key.get((pid, key))
+        if client is None or client.server is None:
+            return
+        server = client.server
+        self.pooler.spawn(self._send_cancel(server.pool, server.pid, server.key))
+
+    async def _send_cancel(self, pool: Pool, pid: int, key: int) -> None:
+        host = pool.host or self.pooler.settings.unix_socket_dir or "/tmp"
+        try:
+            if host.startswith("/"):
+                _, writer = await asyncio.open_unix_connection(
+                    os.path.join(host, f".s.PGSQL.{pool.port}"))
+            else:
+                _, writer = await asyncio.open_connection(host, pool.port)
+            writer.write(m.cancel_request(pid, key))
+            await writer.drain()
+            writer.close()
+        except OSError as exc:
+            log.warning("cancel request to %s:%d failed: %s", host, pool.port, exc)
