@@ -39,6 +39,13 @@ def test_bool_invalid(text: str) -> None:
         ("1d", 86400.0),
         ("5 min", 300.0),
         ("3MS", 0.003),
+        ("30m", 1800.0),  # the command line's spelling works in config files too
+        ("30min", 1800.0),
+        ("1h30m", 5400.0),
+        ("1h 30min", 5400.0),
+        ("2 hours", 7200.0),
+        ("45sec", 45.0),
+        ("1day", 86400.0),
     ],
 )
 def test_time_units(text: str, seconds: float) -> None:

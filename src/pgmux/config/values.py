@@ -8,17 +8,20 @@ _TRUE = frozenset({"1", "yes", "on", "true"})
 _FALSE = frozenset({"0", "no", "off", "false"})
 
 # NOTE: PgBouncer documents time settings as plain (possibly fractional) seconds. We also accept
-# PostgreSQL-style unit suffixes, a strict superset: every value PgBouncer reads means the same.
+# unit suffixes, a strict superset: every value PgBouncer reads means the same. The same
+# spellings serve the config files, PGMUX_* variables and the command line (`30m` and `30min`
+# alike), so a duration written once works everywhere.
 TIME_UNITS: dict[str, float] = {
-    "": 1.0,
     "us": 1e-6,
     "ms": 1e-3,
-    "s": 1.0,
-    "min": 60.0,
-    "h": 3600.0,
-    "d": 86400.0,
-}
-_TIME_RE = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)$")
+    "s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0,
+    "m": 60.0, "min": 60.0, "mins": 60.0, "minute": 60.0, "minutes": 60.0,
+    "h": 3600.0, "hr": 3600.0, "hrs": 3600.0, "hour": 3600.0, "hours": 3600.0,
+    "d": 86400.0, "day": 86400.0, "days": 86400.0,
+}  # fmt: skip
+TIME_EXAMPLES = "e.g. 30s, 30m or 30min, 2h, 1d, 1h30m"
+_NUMBER_RE = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
+_TIME_PART_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]+)")
 _INT_RE = re.compile(r"^[+-]?\d+$")
 
 
@@ -54,16 +57,24 @@ def parse_octal(text: str) -> int:
 
 
 def parse_time(text: str) -> float:
-    """A non-negative duration in seconds; a bare number is seconds, suffixes per TIME_UNITS."""
-    match = _TIME_RE.match(text.strip())
-    if match is None:
-        raise ValueError(f"invalid time value '{text}'")
-    number, unit = match.groups()
-    factor = TIME_UNITS.get(unit.lower())
-    if factor is None:
-        known = ", ".join(u for u in TIME_UNITS if u)
-        raise ValueError(f"invalid time unit '{unit}' in '{text}' (use {known})")
-    value = float(number) * factor
+    """A non-negative duration in seconds: a bare number is seconds; otherwise one or more
+    number-unit parts (`250ms`, `5 min`, `1h30m`), units per TIME_UNITS in any case."""
+    raw = text.strip()
+    if _NUMBER_RE.match(raw):
+        value = float(raw)
+    else:
+        value, pos = 0.0, 0
+        for match in _TIME_PART_RE.finditer(raw):
+            if match.start() != pos:
+                break
+            number, unit = match.groups()
+            factor = TIME_UNITS.get(unit.lower())
+            if factor is None:
+                raise ValueError(f"invalid time unit '{unit}' in '{text}' ({TIME_EXAMPLES})")
+            value += float(number) * factor
+            pos = match.end()
+        if pos == 0 or pos != len(raw):
+            raise ValueError(f"invalid time value '{text}' ({TIME_EXAMPLES})")
     if value < 0:
         raise ValueError(f"negative time value '{text}'")
     return value
