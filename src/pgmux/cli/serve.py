@@ -165,7 +165,8 @@ def run_serve(args: argparse.Namespace) -> int:
             embedded = _start_embedded(args)
             url = embedded.url
         config = build_config(args, url)
-        if args.config:
+        if args.config and not config.settings.so_reuseport:
+            # NOTE: with so_reuseport several processes may share the port on purpose.
             s = config.settings
             refusal = listen_problem(s.listen_addr, s.listen_port,
                                      "; change listen_port or stop the other process")
