@@ -23,6 +23,18 @@ TIME_EXAMPLES = "e.g. 30s, 30m or 30min, 2h, 1d, 1h30m"
 _NUMBER_RE = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
 _TIME_PART_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]+)")
 _INT_RE = re.compile(r"^[+-]?\d+$")
+# NOTE: as in PgBouncer, ';' and '#' start a comment only at the start of a line; after a value
+# they are part of it. A value that fails to convert and looks like it carries such a comment
+# says so.
+_INLINE_COMMENT = re.compile(r"\s[;#]")
+COMMENT_HINT = ("; a ';' or '#' after a value is part of the value (as in PgBouncer): put "
+                "the comment on its own line")
+
+
+def _invalid(message: str, text: str) -> ValueError:
+    if _INLINE_COMMENT.search(text):
+        message += COMMENT_HINT
+    return ValueError(message)
 
 
 def parse_bool(text: str) -> bool:
@@ -32,14 +44,14 @@ def parse_bool(text: str) -> bool:
         return True
     if word in _FALSE:
         return False
-    raise ValueError(f"invalid boolean '{text}'")
+    raise _invalid(f"invalid boolean '{text}'", text)
 
 
 def parse_int(text: str, lo: int | None = 0, hi: int | None = None) -> int:
     """A decimal integer within [lo, hi] (either bound may be None)."""
     raw = text.strip()
     if not _INT_RE.match(raw):
-        raise ValueError(f"invalid integer '{text}'")
+        raise _invalid(f"invalid integer '{text}'", text)
     value = int(raw)
     _check_range(value, lo, hi, text)
     return value
@@ -51,7 +63,7 @@ def parse_octal(text: str) -> int:
     try:
         value = int(raw, 8)
     except ValueError:
-        raise ValueError(f"invalid octal mode '{text}'") from None
+        raise _invalid(f"invalid octal mode '{text}'", text) from None
     _check_range(value, 0, 0o7777, text)
     return value
 
@@ -70,11 +82,12 @@ def parse_time(text: str) -> float:
             number, unit = match.groups()
             factor = TIME_UNITS.get(unit.lower())
             if factor is None:
-                raise ValueError(f"invalid time unit '{unit}' in '{text}' ({TIME_EXAMPLES})")
+                raise _invalid(f"invalid time unit '{unit}' in '{text}' ({TIME_EXAMPLES})",
+                               text)
             value += float(number) * factor
             pos = match.end()
         if pos == 0 or pos != len(raw):
-            raise ValueError(f"invalid time value '{text}' ({TIME_EXAMPLES})")
+            raise _invalid(f"invalid time value '{text}' ({TIME_EXAMPLES})", text)
     if value < 0:
         raise ValueError(f"negative time value '{text}'")
     return value
@@ -85,7 +98,7 @@ def parse_float(text: str, lo: float, hi: float) -> float:
     try:
         value = float(text.strip())
     except ValueError:
-        raise ValueError(f"invalid number '{text}'") from None
+        raise _invalid(f"invalid number '{text}'", text) from None
     if not lo <= value <= hi:
         raise ValueError(f"value '{text}' out of range [{lo}, {hi}]")
     return value
@@ -100,7 +113,7 @@ def parse_choice(text: str, choices: tuple[str, ...]) -> str:
     """One of a fixed set of lower-case words."""
     word = text.strip().lower()
     if word not in choices:
-        raise ValueError(f"invalid value '{text}' (expected one of: {', '.join(choices)})")
+        raise _invalid(f"invalid value '{text}' (expected one of: {', '.join(choices)})", text)
     return word
 
 
