@@ -128,7 +128,8 @@ def test_command_line_and_config_read_every_unit_alike(unit: str) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(None, "-"), (0.25, "250ms"), (42, "42s"), (303, "5m03s"), (7800, "2h10m"), (273600, "3d04h")],
+    [(None, "-"), (0.25, "250ms"), (42, "42s"), (303, "5m03s"), (7800, "2h10m"), (273600, "3d04h"),
+     (300, "5m"), (7200, "2h"), (86400, "1d")],
 )
 def test_format_duration(seconds: float | None, text: str) -> None:
     assert format_duration(seconds) == text

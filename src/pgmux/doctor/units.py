@@ -18,7 +18,8 @@ def parse_duration(text: str) -> float:
 
 
 def format_duration(seconds: float | None) -> str:
-    """A short human duration: `850ms`, `42s`, `5m03s`, `2h10m`, `3d04h`; `-` when unknown."""
+    """A short human duration: `850ms`, `42s`, `5m03s`, `5m`, `2h10m`, `3d04h`; `-` when
+    unknown."""
     if seconds is None:
         return "-"
     if seconds < 0:
@@ -28,11 +29,12 @@ def format_duration(seconds: float | None) -> str:
     whole = int(seconds)
     if whole < 60:
         return f"{whole}s"
+    # NOTE: a round value (a threshold, mostly) reads as it was typed: 5m, not 5m00s.
     if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
+        return f"{whole // 60}m" + (f"{whole % 60:02d}s" if whole % 60 else "")
     if whole < 86400:
-        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+        return f"{whole // 3600}h" + (f"{whole % 3600 // 60:02d}m" if whole % 3600 // 60 else "")
+    return f"{whole // 86400}d" + (f"{whole % 86400 // 3600:02d}h" if whole % 86400 // 3600 else "")
 
 
 def format_bytes(size: int | None) -> str:
