@@ -69,10 +69,10 @@ their age before that), sessions idle in transaction (listed from 1s on; warning
 --idle-in-transaction-threshold, critical past 5m), long-running queries, role and database
 CONNECTION LIMITs that bite before the server's, many connections from one client address,
 a pooler's own server connections, a pooler in front.
-A pooler's server connections are recognised by application_name (pgmux logs in as
-`pgmux`; PgBouncer when its database entry sets application_name = pgbouncer), by
-application_name_add_host's " - ADDRESS:PORT" suffix, or by an idle session whose last
-query was DISCARD ALL; they are never counted as a leak.
+A pooler's server connections are recognised by application_name (pgmux, pgbouncer, ...:
+set application_name=pgmux on the pooler's database entry), by application_name_add_host's
+" - ADDRESS:PORT" suffix, or by an idle session whose last query was DISCARD ALL (a pool's
+reset); they are never counted as a leak.
 """
 
 _PLAN_EPILOG = """\

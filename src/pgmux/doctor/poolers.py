@@ -9,10 +9,10 @@ from typing import Any, Literal
 
 from pgmux.doctor.facts import Endpoints, Session
 
-# NOTE: the first word of application_name, lower-cased. pgmux logs its server connections in
-# as `pgmux` (and its helper connections as `pgmux auth_query`, `pgmux pool_size=auto`);
-# PgBouncer and the others carry such a name when their database entry sets application_name.
-# `pgmux-doctor` (this tool) is one word and no pooler.
+# NOTE: the first word of application_name, lower-cased. A pooler's server connections carry
+# such a name when its database entry sets application_name (pgmux's helper connections are
+# `pgmux auth_query` and `pgmux pool_size=auto`). `pgmux-doctor` (this tool) is one word and
+# no pooler.
 POOLER_NAMES = {
     "pgmux": "pgmux",
     "pgbouncer": "PgBouncer",
