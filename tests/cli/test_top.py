@@ -23,7 +23,7 @@ def test_render_shows_pools_and_summary() -> None:
                                           "avg_wait_time": 300}],
                     state={"paused": "yes"}, version="PgBouncer 1.25.0 (pgmux x)")
     plain, _ = text_of(snap)
-    for word in ("PAUSED", "clients 5", "waiting 2", "servers 2", "cl_waiting", "1.500s",
+    for word in ("PAUSED", "clients 5", "waiting 2", "servers 2", "waiting", "1.500s",
                  "app", "transaction", "PgBouncer 1.25.0"):
         assert word in plain, word
 
@@ -35,3 +35,37 @@ def test_waiting_clients_are_highlighted() -> None:
     red = "\x1b[1;31"  # bold red (maybe with a background)
     assert red in styled_busy
     assert red not in styled_calm
+
+
+POOL_HEADER = ["database", "user", "mode", "active", "waiting", "active", "idle", "used",
+               "tested", "login", "maxwait"]
+STATS_HEADER = ["database", "xact/s", "query/s", "in", "B/s", "out", "B/s", "xact", "us", "query",
+                "us", "wait", "us"]
+
+
+def headers_are_whole(text: str, width: int) -> None:
+    """Every header of both tables is there in full, and no line is wider than the terminal."""
+    lines = text.splitlines()
+    assert all(len(line) <= width for line in lines), text
+    assert "…" not in "\n".join(line for line in lines if "database" in line), text
+    pool = next(i for i, line in enumerate(lines) if line.split()[:1] == ["database"])
+    assert lines[pool].split() == POOL_HEADER, text
+    assert lines[pool - 1].split() == ["cl", "cl", "sv", "sv", "sv", "sv", "sv"], text
+    stats = next(i for i, line in enumerate(lines) if i > pool and "xact/s" in line)
+    assert lines[stats].split() == STATS_HEADER, text
+
+
+def test_no_header_is_cut_at_80_columns() -> None:
+    pools = [dict(POOL, database="postgres", user="postgres"),
+             dict(POOL, database="pgbouncer", user="pgbouncer", pool_mode="statement")]
+    stats = [{"database": "postgres", "avg_xact_count": 1200, "avg_recv": 123456,
+              "avg_sent": 1234567, "avg_xact_time": 850, "avg_query_time": 400}]
+    snap = Snapshot(pools=pools, stats=stats, version="PgBouncer 1.25.0 (pgmux 0.1.0)",
+                    url="postgresql://postgres@127.0.0.1:6432/pgbouncer")
+    for width in (80, 120):
+        console = Console(record=True, width=width, force_terminal=False)
+        console.print(render(snap, width=width))
+        text = console.export_text()
+        headers_are_whole(text, width)
+        assert ("transaction" in text) == (width >= 90)  # the mode is shortened when narrow
+        assert "txn" in text or "transaction" in text

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
-from pgmux.config import values
+from pgmux.config import load_config, values
 
 
 @pytest.mark.parametrize("text", ["1", "yes", "on", "true", "TRUE", " On "])
@@ -39,6 +42,13 @@ def test_bool_invalid(text: str) -> None:
         ("1d", 86400.0),
         ("5 min", 300.0),
         ("3MS", 0.003),
+        ("30m", 1800.0),  # the command line's spelling works in config files too
+        ("30min", 1800.0),
+        ("1h30m", 5400.0),
+        ("1h 30min", 5400.0),
+        ("2 hours", 7200.0),
+        ("45sec", 45.0),
+        ("1day", 86400.0),
     ],
 )
 def test_time_units(text: str, seconds: float) -> None:
@@ -95,3 +105,37 @@ def test_connstr_keys_lowercased_and_empty() -> None:
 def test_connstr_errors(text: str) -> None:
     with pytest.raises(ValueError):
         values.parse_connstr(text)
+
+
+@pytest.mark.parametrize(
+    ("parse", "text"),
+    [
+        (values.parse_int, "9127 ; default 0 = off"),
+        (values.parse_time, "30s # half a minute"),
+        (values.parse_bool, "1 ; on"),
+    ],
+)
+def test_an_inline_comment_stays_part_of_the_value_with_a_hint(
+    parse: Callable[[str], object], text: str
+) -> None:
+    # NOTE: as in PgBouncer, ';' and '#' start a comment only at the start of a line
+    with pytest.raises(ValueError, match="put the comment on its own line") as exc:
+        parse(text)
+    assert f"'{text}'" in str(exc.value)
+
+
+def test_no_comment_hint_for_a_plain_bad_value() -> None:
+    with pytest.raises(ValueError) as exc:
+        values.parse_int("12;3")
+    assert "comment" not in str(exc.value)
+
+
+def test_the_metrics_example_in_the_docs_loads(tmp_path: Path) -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
+    text = docs.read_text()
+    example = text.split("```ini\n", 1)[1].split("```", 1)[0]
+    ini = tmp_path / "pgbouncer.ini"
+    ini.write_text("[databases]\ndb = host=127.0.0.1\n[pgbouncer]\n" + example)
+    config = load_config(ini)
+    assert config.pgmux.metrics_port == 9127
+    assert config.pgmux.metrics_addr == "127.0.0.1"

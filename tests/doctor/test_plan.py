@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import math
 
-from pgmux.doctor.plan import Deployment, auto_pool_size, plan
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pgmux.doctor.plan import POOLER_SHARE, Deployment, auto_pool_size, plan
 
 
 def test_required_example_needs_75_and_does_not_fit() -> None:
@@ -68,6 +72,59 @@ def test_json_keys() -> None:
 def test_negative_inputs_are_refused() -> None:
     with pytest.raises(ValueError):
         plan(Deployment(limit=-1))
+
+
+def test_a_limit_of_zero_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        plan(Deployment(limit=0))
+
+
+def test_no_more_server_connections_than_client_connections() -> None:
+    # the example: 16 client connections must not become 375 server connections
+    p = plan(Deployment(limit=500, dynos=2, processes=2, threads=4))
+    assert p.with_pgmux.client_connections == 16
+    assert p.with_pgmux.server_connections == 16
+    assert p.with_pgmux.server_cap == 375
+    assert p.with_pgmux.direct_headroom == 484
+    assert p.with_pgmux.pool_size_per_dyno == 8  # each dyno's pgmux serves 2 x 4 clients
+
+
+deployments = st.builds(
+    Deployment,
+    limit=st.integers(1, 5000),
+    dynos=st.integers(0, 50),
+    processes=st.integers(0, 32),
+    threads=st.integers(0, 64),
+    pool_size=st.none() | st.integers(0, 100),
+    preboot=st.booleans(),
+    one_off=st.integers(0, 200),
+    other=st.integers(0, 200),
+)
+
+
+@given(deployments)
+def test_plan_properties(d: Deployment) -> None:
+    p = plan(d)
+    w = p.with_pgmux
+    # never more server connections than client connections, nor than the limit or its share
+    assert 0 <= w.server_connections <= w.client_connections
+    assert w.server_connections <= w.server_cap == math.floor(d.limit * POOLER_SHARE)
+    assert w.server_connections + w.direct_headroom == d.limit
+    assert w.client_connections == p.app
+    # a sidecar pgmux per dyno never gets more than its dyno's clients or its share
+    sidecars = max(1, d.dynos * (2 if d.preboot else 1))
+    assert 0 <= w.pool_size_per_dyno * sidecars <= w.server_connections
+    assert w.pool_size_per_dyno <= d.processes * d.effective_pool_size
+    # what "fits" promises holds
+    if w.fits:
+        assert w.server_connections + w.direct_needed <= d.limit
+        assert w.server_connections >= 1 or p.app == 0
+    assert p.fits == (p.needed <= d.limit)
+    # the largest pool that fits directly does fit, and one more would not
+    largest = p.max_pool_size_per_process
+    if d.app_multiplier:
+        assert largest * d.app_multiplier + d.fixed <= d.limit or largest == 0
+        assert (largest + 1) * d.app_multiplier + d.fixed > d.limit
 
 
 @pytest.mark.parametrize(

@@ -7,17 +7,18 @@ import json
 import pytest
 
 from pgmux.doctor.facts import DatabaseLimit, Limits, RoleLimit, Session
+from pgmux.doctor.poolers import detect_pooler, pooled_by
 from pgmux.doctor.rules import (
     RULES,
     Thresholds,
     connection_usage,
     database_limits,
-    detect_pooler,
     diagnose,
     idle_connections,
     idle_in_transaction,
     long_running_queries,
     many_from_one_client,
+    pooler_connections,
     pooler_in_front,
     role_limits,
 )
@@ -91,6 +92,23 @@ def test_idle_connections_grouped_by_application_user_and_client() -> None:
     assert small.severity == "info"
 
 
+def test_big_idle_groups_are_listed_with_their_age_before_the_threshold() -> None:
+    # the scenario with default thresholds: 12 leaky-worker connections idle 2s
+    f = facts(
+        *idle_sessions(12, app="leaky-worker", in_state=2, client="127.0.0.1"),
+        *idle_sessions(2, start=2000, app="web", in_state=2),  # small and young: not listed
+        max_connections=20,
+    )
+    [finding] = idle_connections(f, T)
+    assert finding.severity == "info"
+    assert finding.evidence["count"] == 12
+    assert finding.evidence["past_threshold"] is False
+    assert finding.evidence["longest_idle"] == 2
+    assert "leaky-worker" in finding.message
+    assert "12 of 17 usable" in finding.message
+    assert "idle past 5m" in finding.message
+
+
 def test_idle_threshold_zero_catches_fresh_idle_connections() -> None:
     f = facts(*idle_sessions(5, in_state=0.0))
     [finding] = idle_connections(f, Thresholds(idle=0))
@@ -121,7 +139,7 @@ def test_idle_in_transaction_found_with_oldest_transaction_age() -> None:
     f = facts(
         session(7, "idle in transaction", app="stuck-job", in_state=40, xact=100),
         session(8, "idle in transaction (aborted)", app="stuck-job", in_state=35, xact=50),
-        session(9, "idle in transaction", app="quick", in_state=1, xact=1),
+        session(9, "idle in transaction", app="quick", in_state=0.2, xact=0.3),  # in flight
     )
     [finding] = idle_in_transaction(f, T)
     assert finding.code == "idle-in-transaction"
@@ -129,7 +147,26 @@ def test_idle_in_transaction_found_with_oldest_transaction_age() -> None:
     assert finding.evidence["application_name"] == "stuck-job"
     assert finding.evidence["pids"] == [7, 8]
     assert finding.evidence["oldest_transaction"] == 100
+    assert finding.evidence["longest_idle_in_transaction"] == 40
     assert "stuck-job" in finding.message
+
+
+@pytest.mark.parametrize(
+    ("seconds", "severity"), [(2, "info"), (29, "info"), (30, "warning"), (299, "warning"),
+                              (300, "critical"), (3600, "critical")]
+)  # fmt: skip
+def test_idle_in_transaction_at_any_age_with_severity_by_age(seconds: int, severity: str) -> None:
+    f = facts(session(7, "idle in transaction", app="stuck-job", in_state=seconds, xact=seconds))
+    [finding] = idle_in_transaction(f, T)
+    assert finding.severity == severity
+    assert "hold their locks" in finding.message
+
+
+def test_young_idle_in_transaction_is_info_and_gets_no_advice() -> None:
+    d = diagnose(facts(session(7, "idle in transaction", app="stuck-job", in_state=2, xact=2)))
+    assert [f.severity for f in d.findings] == ["info"]
+    assert d.status == "ok"
+    assert not any("idle_in_transaction_session_timeout" in a for a in d.advice)
 
 
 # --- long-running queries --------------------------------------------------------------------
@@ -198,10 +235,75 @@ def test_many_connections_from_one_client_address() -> None:
     assert finding.evidence["applications"] == {"a": 7, "b": 3}
 
 
-def test_many_connections_from_a_pooler_is_only_info() -> None:
-    f = facts(*idle_sessions(20, app="pgbouncer", client="10.0.0.5"))
+def test_many_connections_message_names_the_applications() -> None:
+    f = facts(
+        *idle_sessions(12, app="leaky-worker", client="127.0.0.1", in_state=2),
+        *[session(2000 + i, "idle in transaction", app="stuck-job", client="127.0.0.1")
+          for i in range(2)],
+    )  # fmt: skip
     [finding] = many_from_one_client(f, T)
-    assert finding.severity == "info"
+    assert "14 connections from 127.0.0.1 (12 'leaky-worker', 2 'stuck-job')" in finding.message
+
+
+# --- a pooler's own server connections -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("app", "query", "pooler"),
+    [
+        ("pgmux", "select 1", "pgmux"),
+        ("pgmux auth_query", "select 1", "pgmux"),
+        ("PgBouncer", "select 1", "PgBouncer"),
+        ("web - 10.1.2.3:40312", "select 1", "a pooler"),  # application_name_add_host
+        ("", "DISCARD ALL", "a pool"),  # released by a pool's reset query
+        ("pgmux-doctor", "select 1", None),  # this tool is no pooler
+        ("web", "select 1", None),
+        ("pgmuxer", "select 1", None),
+        ("web - not an address", "select 1", None),
+    ],
+)
+def test_pooled_by(app: str, query: str, pooler: str | None) -> None:
+    found = pooled_by(session(1, "idle", app=app, query=query))
+    assert (found.pooler if found else None) == pooler
+
+
+def test_a_poolers_idle_connections_are_its_pool_not_a_leak() -> None:
+    pool = idle_sessions(8, app="pgmux", client="10.0.0.5", in_state=900)
+    unnamed = [session(3000 + i, "idle", app="", client="10.0.0.5", in_state=900,
+                       query="DISCARD ALL") for i in range(4)]  # fmt: skip
+    f = facts(*pool, *unnamed, session(50, "active", app="pgmux", client="10.0.0.5"))
+    assert idle_connections(f, Thresholds(idle=1)) == []
+    assert many_from_one_client(f, T) == []
+    found = {x.evidence["pooler"]: x for x in pooler_connections(f, T)}
+    assert set(found) == {"pgmux", "a pool"}
+    assert (found["pgmux"].evidence["count"], found["pgmux"].evidence["idle"]) == (9, 8)
+    assert found["pgmux"].severity == "info"
+    assert "pgmux holds 9 server connection(s) from 10.0.0.5" in found["pgmux"].message
+    d = diagnose(f, Thresholds(idle=1))
+    assert d.status == "ok"
+    assert not any("Put pgmux between" in a for a in d.advice)
+    assert any("A pooler already holds connections here (" in a for a in d.advice)
+
+
+def test_a_pool_larger_than_its_share_is_a_warning() -> None:
+    # 20 - 3 = 17 usable, 75% = 12: a pool of 17 leaves nothing for direct connections
+    f = facts(*idle_sessions(17, app="pgmux", in_state=5), max_connections=20)
+    [finding] = pooler_connections(f, T)
+    assert finding.severity == "warning"
+    assert "more than 12" in finding.message
+
+
+def test_beside_a_pooler_a_leak_is_pointed_at_it() -> None:
+    f = facts(
+        *idle_sessions(4, app="pgmux", client="127.0.0.1", in_state=900),
+        *idle_sessions(12, start=2000, app="leaky-worker", client="127.0.0.1", in_state=900),
+    )
+    d = diagnose(f)
+    [leak] = [x for x in d.findings if x.code == "idle-connections"]
+    assert leak.evidence["count"] == 12
+    [crowd] = [x for x in d.findings if x.code == "many-connections-from-one-client"]
+    assert crowd.evidence["count"] == 12
+    assert any("point 'leaky-worker' at it" in a for a in d.advice)
 
 
 # --- pooler in front -------------------------------------------------------------------------
@@ -303,7 +405,7 @@ def test_pool_budget_respects_the_current_roles_limit() -> None:
 
 def test_rules_table_names_are_unique_and_all_run() -> None:
     names = [name for name, _ in RULES]
-    assert len(names) == len(set(names)) == 8
+    assert len(names) == len(set(names)) == 9
 
 
 @pytest.mark.parametrize("threshold", [0.0, 30.0, 300.0])

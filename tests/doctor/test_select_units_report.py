@@ -7,6 +7,7 @@ import io
 import pytest
 
 from pgmux.cli.main import main
+from pgmux.config.values import TIME_UNITS, parse_time
 from pgmux.doctor.facts import Limits
 from pgmux.doctor.report import Output, info_json, one_line, render_diagnosis, render_ps
 from pgmux.doctor.rules import diagnose
@@ -47,6 +48,19 @@ def picked(**kwargs: object) -> list[int]:
 )
 def test_killall_filters_combine_with_and(kwargs: dict[str, object], pids: list[int]) -> None:
     assert picked(**kwargs) == pids
+
+
+def test_killall_skips_a_poolers_server_connections_unless_asked() -> None:
+    pooled = (
+        session(20, "idle", app="pgmux", in_state=600),
+        session(21, "idle", app="", in_state=600, query="DISCARD ALL"),
+        session(22, "idle", app="web - 10.0.0.7:51234", in_state=600),
+    )
+    sessions = SESSIONS + pooled
+    flt = SessionFilter(idle_for=60.0)
+    assert [s.pid for s in select_sessions(sessions, OWN_PID, AT, flt)] == [1, 3]
+    flt = SessionFilter(idle_for=60.0, include_pooled=True)
+    assert [s.pid for s in select_sessions(sessions, OWN_PID, AT, flt)] == [1, 3, 20, 21, 22]
 
 
 def test_filter_empty() -> None:
@@ -91,6 +105,9 @@ def test_ps_rows_exclude_own_backend_and_keep_the_contract_keys() -> None:
         ("1.5m", 90),
         ("250ms", 0.25),
         (" 5M ", 300),
+        ("30min", 1800),  # the config files' spelling works on the command line too
+        ("1h30min", 5400),
+        ("10 seconds", 10),
     ],
 )
 def test_parse_duration(text: str, seconds: float) -> None:
@@ -103,9 +120,16 @@ def test_parse_duration_rejects(text: str) -> None:
         parse_duration(text)
 
 
+@pytest.mark.parametrize("unit", sorted(TIME_UNITS))
+def test_command_line_and_config_read_every_unit_alike(unit: str) -> None:
+    for text in (f"3{unit}", f"3 {unit}", f"2{unit.upper()}"):
+        assert parse_duration(text) == parse_time(text) > 0
+
+
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(None, "-"), (0.25, "250ms"), (42, "42s"), (303, "5m03s"), (7800, "2h10m"), (273600, "3d04h")],
+    [(None, "-"), (0.25, "250ms"), (42, "42s"), (303, "5m03s"), (7800, "2h10m"), (273600, "3d04h"),
+     (300, "5m"), (7200, "2h"), (86400, "1d")],
 )
 def test_format_duration(seconds: float | None, text: str) -> None:
     assert format_duration(seconds) == text
@@ -157,6 +181,14 @@ def test_plan_command_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 1
     assert "75" in text
     assert "\x1b[" not in text
+
+
+@pytest.mark.parametrize("limit", ["0", "-5"])
+def test_plan_refuses_a_limit_below_one(limit: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["plan", "--limit", limit])
+    assert exc.value.code == 2
+    assert "--limit" in capsys.readouterr().err
 
 
 def test_bad_duration_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

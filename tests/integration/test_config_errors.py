@@ -56,6 +56,9 @@ CASES: dict[str, Case] = {
         {"main.ini": "[pgbouncer]\nlisten_port = 6499\n%include {dir}/child.ini\n",
          "child.ini": GOOD_DB + "[pgbouncer]\n\ndefault_pool_size = -3\n"},
         "child.ini:5", ("default_pool_size", "-3")),
+    "inline comment after a value": Case(
+        {"bad.ini": GOOD_DB + "[pgmux]\nmetrics_port = 9127 ; default 0 = off\n"},
+        "bad.ini:4", ("metrics_port", "'9127 ; default 0 = off'", "its own line")),
     "missing auth_file for md5": Case(
         {"bad.ini": GOOD_DB + "[pgbouncer]\nauth_type = md5\nauth_file = {dir}/users.txt\n"},
         "bad.ini:5", ("auth_file", "users.txt")),

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -152,6 +153,28 @@ def test_doctor_names_the_leak_and_the_stuck_transactions(
     assert code in (1, 2)
     assert "leaky-worker" in out
     assert "advice:" in out
+
+
+def test_doctor_with_default_thresholds_names_the_idle_group_and_the_open_transactions(
+    scenario: Scenario, capsys: pytest.CaptureFixture[str]
+) -> None:
+    time.sleep(1.1)  # NOTE: idle in transaction is listed from 1s on
+    code, out, _ = run(capsys, "doctor", scenario.url, "--json")
+    data = json.loads(out)
+    by_code: dict[str, list[dict[str, Any]]] = {}
+    for finding in data["findings"]:
+        by_code.setdefault(finding["code"], []).append(finding)
+    [idle] = by_code["idle-connections"]
+    assert idle["evidence"]["application_name"] == "leaky-worker"
+    assert idle["evidence"]["count"] == LEAKY
+    assert idle["evidence"]["past_threshold"] is False
+    [stuck] = by_code["idle-in-transaction"]
+    assert stuck["evidence"]["application_name"] == "stuck-job"
+    assert stuck["evidence"]["count"] == STUCK
+    assert stuck["severity"] == "info"  # young; a warning from 30s, critical from 5m
+    [crowd] = by_code["many-connections-from-one-client"]
+    assert "12 'leaky-worker', 2 'stuck-job'" in crowd["message"]
+    assert code == 1
 
 
 def test_killall_ends_exactly_the_idle_leaky_workers(
@@ -317,3 +340,103 @@ def test_info_notices_a_relay_in_front(
     assert pooler["detected"] is True
     assert pooler["kind"] == "relay"
     assert any(f"URL port {relay.port}" in s for s in pooler["signals"])
+
+
+# --- a server with pgmux's own pooled connections on it ---------------------------------------
+
+POOLED = 4
+
+
+def _busy_clients(dsn: str, count: int) -> None:
+    """`count` clients at once, so that the pooler opens `count` server connections."""
+    barrier = threading.Barrier(count)
+
+    def work() -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            barrier.wait(10)
+            conn.execute("SELECT pg_sleep(0.3)")
+
+    threads = [threading.Thread(target=work) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+
+
+def _server_connections(pg: EmbeddedPostgres, application_name: str) -> list[int]:
+    rows = pg.query(
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' "
+        f"AND application_name = '{application_name}' AND state = 'idle' ORDER BY pid"
+    )
+    return [int(r[0]) for r in rows]
+
+
+@pytest.mark.parametrize("pool_mode", ["transaction", "session"])
+def test_doctor_and_killall_know_pgmuxs_own_pool(
+    pg_factory: PgFactory, pgmux_factory: Any, capsys: pytest.CaptureFixture[str],
+    pool_mode: str,
+) -> None:
+    pg = pg_factory(max_connections=20)
+    # NOTE: transaction mode: the server logins carry application_name=pgmux (set on the
+    # database entry here); session mode with pgmux's defaults: a released server connection
+    # was reset with DISCARD ALL.
+    app_name = " application_name=pgmux" if pool_mode == "transaction" else ""
+    pgm = pgmux_factory(
+        {"pool_mode": pool_mode},
+        databases={"postgres": f"host=127.0.0.1 port={pg.port} dbname=postgres{app_name}"},
+        target=pg,
+    )
+    _busy_clients(pgm.dsn(), POOLED)
+    pooled = _server_connections(pg, "pgmux" if app_name else "")
+    assert len(pooled) == POOLED
+    leaky = [psycopg.connect(pg.url, application_name="leaky-worker", autocommit=True)
+             for _ in range(LEAKY)]  # fmt: skip
+    try:
+        for conn in leaky:
+            conn.execute("SELECT 1")
+        time.sleep(1.2)
+        code, out, _ = run(capsys, "doctor", pg.url, "--idle-threshold", "1s", "--json")
+        data = json.loads(out)
+        idle = [f for f in data["findings"] if f["code"] == "idle-connections"]
+        assert [f["evidence"]["application_name"] for f in idle] == ["leaky-worker"]
+        assert set(idle[0]["evidence"]["pids"]) == {c.info.backend_pid for c in leaky}
+        [pool] = [f for f in data["findings"] if f["code"] == "pooler-connections"]
+        assert pool["severity"] == "info"
+        assert pool["evidence"]["pooler"] == ("pgmux" if app_name else "a pool")
+        assert sorted(pool["evidence"]["pids"]) == pooled
+        crowd = [f for f in data["findings"] if f["code"] == "many-connections-from-one-client"]
+        assert [f["evidence"]["count"] for f in crowd] == [LEAKY]
+        assert not any("Put pgmux between" in a for a in data["advice"])
+        assert any("point 'leaky-worker' at it" in a for a in data["advice"])
+
+        code, out, err = run(capsys, "killall", pg.url, "--idle-for", "1s", "--dry-run")
+        assert code == 0
+        assert f"skipping {POOLED} server connection(s) of a pooler" in err
+        assert f"dry run: {LEAKY} backend(s)" in out
+        code, out, _ = run(capsys, "killall", pg.url, "--idle-for", "1s", "--dry-run", "--json")
+        data = json.loads(out)
+        assert sorted(data["matched"]) == sorted(c.info.backend_pid for c in leaky)
+        assert data["skipped_pooled"] == POOLED
+        code, out, _ = run(capsys, "killall", pg.url, "--idle-for", "1s", "--dry-run", "--json",
+                           "--include-pooled")  # fmt: skip
+        assert set(pooled) <= set(json.loads(out)["matched"])
+    finally:
+        for conn in leaky:
+            conn.close()
+
+
+def test_ps_and_killall_through_pgmux_skip_their_own_backend(
+    pgmux_factory: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pgm = pgmux_factory()
+    _busy_clients(pgm.dsn(), 3)  # NOTE: several server connections, so pids differ
+    for _ in range(3):
+        code, out, _ = run(capsys, "ps", pgm.dsn(), "--json")
+        assert code == 0
+        rows = json.loads(out)
+        assert not [r for r in rows if "pg_stat_activity" in r["query"] and
+                    r["state"] == "active"], rows  # fmt: skip
+    code, out, _ = run(capsys, "killall", pgm.dsn(), "--application", "pgmux-doctor",
+                       "--include-pooled", "--dry-run", "--json")  # fmt: skip
+    assert code == 0
+    assert json.loads(out)["matched"] == []

@@ -3,9 +3,11 @@ server series for every pool, counters that move."""
 
 from __future__ import annotations
 
+import socket
 import urllib.request
 
 import psycopg
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pgmux.embedded import free_port
@@ -54,3 +56,20 @@ def test_metrics_endpoint(pgmux_factory: PgmuxFactory) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         after = resp.read().decode()
     assert "pgmux_pool_clients_active" in after
+
+
+@pytest.mark.parametrize("where", ["in use", "not on this host"])
+def test_metrics_that_cannot_listen_stop_the_start(
+    pgmux_factory: PgmuxFactory, where: str
+) -> None:
+    with socket.create_server(("127.0.0.1", free_port())) as taken:
+        if where == "in use":
+            addr, port = "127.0.0.1", taken.getsockname()[1]
+        else:
+            addr, port = "192.0.2.1", free_port()  # TEST-NET-1: on no host
+        with pytest.raises(RuntimeError, match="exited with 1") as exc:
+            pgmux_factory(pgmux={"metrics_addr": addr, "metrics_port": port})
+    text = str(exc.value)
+    assert f"metrics: cannot listen on metrics_addr {addr} metrics_port {port}: " in text
+    assert ("address already in use" if where == "in use" else "cannot assign") in text
+    assert "Traceback" not in text

@@ -16,6 +16,7 @@ import time
 
 import psycopg
 
+from tests.admin.test_admin_top import headers_are_whole
 from tests.integration.adminutil import wait_for
 from tests.integration.conftest import Pgmux
 
@@ -28,9 +29,20 @@ def test_top_once_renders_pools(pgmux: Pgmux) -> None:
             capture_output=True, text=True, timeout=30, env={**os.environ, "COLUMNS": "200"})
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    for word in ("pgmux top", "PgBouncer 1.25", "cl_active", "cl_waiting", "sv_active",
+    for word in ("pgmux top", "PgBouncer 1.25", "active", "waiting", "tested", "login",
                  "maxwait", "postgres", "transaction", "traffic"):
         assert word in text, word
+
+
+def test_top_once_at_80_columns_cuts_no_header(pgmux: Pgmux) -> None:
+    with psycopg.connect(pgmux.dsn(), autocommit=True) as app:
+        app.execute("select 1")
+        out = subprocess.run(
+            [sys.executable, "-m", "pgmux", "top", "--once", pgmux.dsn(dbname="pgbouncer")],
+            capture_output=True, text=True, timeout=30, env={**os.environ, "COLUMNS": "80"})
+    assert out.returncode == 0, out.stderr
+    headers_are_whole(out.stdout, 80)
+    assert "txn" in out.stdout  # transaction mode, shortened to fit
 
 
 def test_top_once_reports_a_dead_console() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
@@ -53,6 +54,8 @@ Exit status: 0 all terminated, 1 some could not be, 2 refused (nothing done),
 _KILLALL_EPILOG = """\
 Filters combine with AND; --idle and --idle-in-transaction together mean either state.
 --idle-for alone means any idle state (with or without an open transaction).
+A pooler's own server connections (pgmux, PgBouncer, ...: see `doctor`) are skipped
+unless --include-pooled is given.
 A session is terminated only if it is still in the state it was listed in.
 Without --yes the matches are listed and you are asked on the terminal; with stdin not a
 terminal the command refuses (exit 2). Exit status as for `kill`.
@@ -61,9 +64,15 @@ terminal the command refuses (exit 2). Exit status as for `kill`.
 _DOCTOR_EPILOG = """\
 Exit status: 0 healthy, 1 warnings, 2 critical, 3 server unreachable.
 Rules: connection usage (warning >= 80%, critical >= 95% of usable), idle connections per
-application/user/client, idle in transaction, long-running queries, role and database
+application/user/client (a likely leak past --idle-threshold; big groups are listed with
+their age before that), sessions idle in transaction (listed from 1s on; warning past
+--idle-in-transaction-threshold, critical past 5m), long-running queries, role and database
 CONNECTION LIMITs that bite before the server's, many connections from one client address,
-a pooler in front.
+a pooler's own server connections, a pooler in front.
+A pooler's server connections are recognised by application_name (pgmux, pgbouncer, ...:
+set application_name=pgmux on the pooler's database entry), by application_name_add_host's
+" - ADDRESS:PORT" suffix, or by an idle session whose last query was DISCARD ALL (a pool's
+reset); they are never counted as a leak.
 """
 
 _PLAN_EPILOG = """\
@@ -163,11 +172,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--idle-for",
         type=_duration,
         metavar="DURATION",
-        help="idle at least this long (30s, 30m, 2h, 1d)",
+        help="idle at least this long (30s, 30m or 30min, 2h, 1d)",
     )
     killall.add_argument("--application", metavar="NAME", help="application_name equals NAME")
     killall.add_argument("--user", metavar="NAME", help="user (role) equals NAME")
     killall.add_argument("--all", action="store_true", help="match every session (no filter)")
+    killall.add_argument(
+        "--include-pooled", action="store_true", help="also a pooler's own server connections"
+    )
     killall.add_argument("--dry-run", action="store_true", help="list the matches only")
     killall.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
@@ -187,7 +199,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=_duration,
         default=defaults.idle_in_transaction,
         metavar="DURATION",
-        help="report sessions idle in transaction this long (default 30s)",
+        help="warn about sessions idle in transaction this long (default 30s)",
     )
     doctor.add_argument(
         "--long-query",
@@ -213,7 +225,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         url=False,
     )
     planner.add_argument(
-        "--limit", type=_non_negative, required=True, metavar="N", help="connection limit"
+        "--limit", type=_positive, required=True, metavar="N", help="connection limit"
     )
     planner.add_argument("--dynos", type=_non_negative, default=1, metavar="D", help="default 1")
     planner.add_argument(
@@ -273,11 +285,10 @@ def cmd_ps(args: argparse.Namespace) -> int:
     out = Output()
     try:
         with out.status("reading pg_stat_activity…"), facts_mod.connect(args.url) as conn:
-            own_pid = conn.info.backend_pid
-            sessions, at = facts_mod.fetch_sessions(conn)
+            activity = facts_mod.fetch_sessions(conn)
     except psycopg.Error as exc:
         return _unreachable(out, exc)
-    rows = ps_rows(sessions, own_pid, at)
+    rows = ps_rows(activity.sessions, activity.own_pid, activity.at)
     if args.json:
         out.json(rows)
     else:
@@ -285,9 +296,11 @@ def cmd_ps(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finish_kill(out: Output, args: argparse.Namespace, results: list[Any], extra: Any) -> int:
+def _finish_kill(
+    out: Output, args: argparse.Namespace, results: list[Any], extra: Any, skipped: int | None
+) -> int:
     if args.json:
-        out.json(terminations_json(results, extra))
+        out.json(terminations_json(results, extra, skipped_pooled=skipped))
     else:
         render_terminations(out, results)
     return 0 if all(r.terminated for r in results) else 1
@@ -300,7 +313,7 @@ def cmd_kill(args: argparse.Namespace) -> int:
             results = facts_mod.terminate(conn, list(dict.fromkeys(args.pids)))
     except psycopg.Error as exc:
         return _unreachable(out, exc)
-    return _finish_kill(out, args, results, None)
+    return _finish_kill(out, args, results, None, None)
 
 
 def _confirm(out: Output, count: int, to_stderr: bool) -> bool:
@@ -322,6 +335,7 @@ def cmd_killall(args: argparse.Namespace) -> int:
         idle_for=args.idle_for,
         application=args.application,
         user=args.user,
+        include_pooled=args.include_pooled,
     )
     if flt.empty and not args.all:
         out.error(
@@ -332,12 +346,21 @@ def cmd_killall(args: argparse.Namespace) -> int:
     try:
         with facts_mod.connect(args.url) as conn:
             with out.status("reading pg_stat_activity…"):
-                sessions, at = facts_mod.fetch_sessions(conn)
-            matched = select_sessions(sessions, conn.info.backend_pid, at, flt)
+                activity = facts_mod.fetch_sessions(conn)
+            at = activity.at
+            matched = select_sessions(activity.sessions, activity.own_pid, at, flt)
             pids = [s.pid for s in matched]
+            everything = dataclasses.replace(flt, include_pooled=True)
+            skipped = len(select_sessions(activity.sessions, activity.own_pid, at, everything))
+            skipped -= len(matched)
+            if skipped and not args.json:
+                out.error(
+                    f"skipping {skipped} server connection(s) of a pooler (its pool, not a "
+                    "leak); --include-pooled to include them"
+                )
             if not matched:
                 if args.json:
-                    out.json(terminations_json([], pids, args.dry_run))
+                    out.json(terminations_json([], pids, args.dry_run, skipped))
                 else:
                     out.write("no matching sessions")
                 return 0
@@ -345,7 +368,7 @@ def cmd_killall(args: argparse.Namespace) -> int:
                 render_ps(out, [ps_row(s, at) for s in matched])
             if args.dry_run:
                 if args.json:
-                    out.json(terminations_json([], pids, dry_run=True))
+                    out.json(terminations_json([], pids, True, skipped))
                 else:
                     out.write(f"dry run: {len(matched)} backend(s) would be terminated")
                 return 0
@@ -363,7 +386,7 @@ def cmd_killall(args: argparse.Namespace) -> int:
                 results = facts_mod.terminate(conn, matched)
     except psycopg.Error as exc:
         return _unreachable(out, exc)
-    return _finish_kill(out, args, results, pids)
+    return _finish_kill(out, args, results, pids, skipped)
 
 
 def _isatty(stream: Any) -> bool:

@@ -47,8 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
-        parser.print_help()
-        return 0
+        # NOTE: no command is a usage error, as argparse's own (exit 2), not a success.
+        parser.print_help(sys.stderr)
+        return 2
     result = func(args)
     return int(result or 0)
 

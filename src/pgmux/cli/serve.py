@@ -4,12 +4,15 @@ throwaway PostgreSQL when given neither."""
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import socket
 import sys
 from typing import Any
 
 from pgmux.config import Config, ConfigError, config_from_url, load_config
+from pgmux.embedded.install import EmbeddedPostgresError
 from pgmux.log import setup_logging
 
 log = logging.getLogger("pgmux")
@@ -25,7 +28,12 @@ def register(sub: Any) -> None:
             "Run the pooler. With CONFIG, read PgBouncer's pgbouncer.ini format. Without it, "
             "pool DATABASE_URL (or --url). With neither, start a throwaway embedded "
             "PostgreSQL (max_connections=20) and serve it on 127.0.0.1:6432 in transaction "
-            "mode."),
+            "mode, with a pool of 75%% of its usable connections."),
+        epilog=(
+            "As root, the embedded PostgreSQL (which refuses to run as root) runs as the "
+            "system user 'pgmux', created on first use (useradd --system), from a copy of its "
+            "binaries in /var/cache/pgmux; set PGMUX_EMBEDDED_CACHE=DIR to copy them "
+            "elsewhere."),
     )
     p.add_argument("config", nargs="?", help="pgbouncer.ini-style config file")
     p.add_argument("--url", help="PostgreSQL URL to pool (default: $DATABASE_URL)")
@@ -34,7 +42,9 @@ def register(sub: Any) -> None:
     p.add_argument("--pool-mode", default="transaction",
                    choices=("session", "transaction", "statement"),
                    help="URL/embedded mode: pool mode (transaction)")
-    p.add_argument("--pool-size", type=int, default=20, help="URL/embedded mode: pool size")
+    p.add_argument("--pool-size", type=int, default=None,
+                   help="URL/embedded mode: pool size (URL: 20; embedded: 75%% of the "
+                        "server's usable connections)")
     p.add_argument("-d", "--daemon", action="store_true", help="run in the background")
     p.add_argument("-q", "--quiet", action="store_true", help="no logging to stderr")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
@@ -43,12 +53,101 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run_serve)
 
 
+DEFAULT_POOL_SIZE = 20  # PgBouncer's default_pool_size
+
+
 def build_config(args: argparse.Namespace, url: str | None) -> Config:
     if args.config:
         return load_config(args.config)
     assert url is not None
     return config_from_url(url, listen_addr=args.listen_addr, listen_port=args.port,
-                           pool_mode=args.pool_mode, default_pool_size=args.pool_size)
+                           pool_mode=args.pool_mode,
+                           default_pool_size=args.pool_size or DEFAULT_POOL_SIZE)
+
+
+def listen_problem(addresses: str, port: int, hint: str = "") -> str | None:
+    """Why the pooler could not listen on `addresses` (listen_addr's list) and `port`, found
+    before anything is started; None when nothing stands in the way we can see."""
+    for item in addresses.split(","):
+        host = item.strip()
+        if not host:
+            continue
+        try:
+            infos = socket.getaddrinfo(None if host == "*" else host, port,
+                                       type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except socket.gaierror as exc:
+            return f"cannot listen on {host}:{port}: {exc.strerror}"
+        for family, kind, proto, _name, address in infos:
+            with socket.socket(family, kind, proto) as sock:
+                # NOTE: as the listener will be: reusing a port in TIME_WAIT is fine.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    sock.bind(address)
+                except OSError as exc:
+                    if exc.errno == errno.EADDRINUSE:
+                        return (f"cannot listen on {host}:{port}: the port is in use (another "
+                                f"pgmux or PgBouncer?){hint}")
+                    if exc.errno == errno.EACCES:
+                        return f"cannot listen on {host}:{port}: permission denied"
+    return None
+
+
+def embedded_pool_size(url: str) -> tuple[int, int]:
+    """The embedded server's pool: 75% of what it leaves ordinary roles (pgmux's own advice,
+    doctor.plan.auto_pool_size), so that `pgmux info` and a console still get in when every
+    pooled connection is busy. Returns (pool size, usable connections)."""
+    import psycopg
+
+    from pgmux.doctor.facts import fetch_limits
+    from pgmux.doctor.plan import auto_pool_size
+
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        limits = fetch_limits(conn)
+    size = auto_pool_size(limits.max_connections, limits.reserved_total, limits.role_limit,
+                          limits.db_limit)
+    return size, limits.usable
+
+
+def _start_embedded(args: argparse.Namespace) -> Any:
+    """The embedded PostgreSQL, started; sets args.pool_size when it was not given."""
+    from pgmux.embedded import EmbeddedPostgres
+    from pgmux.embedded.install import RunAs, describe_setup, is_root
+
+    print("pgmux: starting an embedded PostgreSQL (max_connections=20) ...", file=sys.stderr)
+    owner = None
+    if args.user and is_root():
+        import pwd
+
+        # NOTE: with -u the server belongs to that user, who must stop and remove it at exit.
+        pw = pwd.getpwnam(args.user)
+        if pw.pw_uid != 0:
+            owner = RunAs(pw.pw_uid, pw.pw_gid, pw.pw_name)
+    embedded = EmbeddedPostgres(max_connections=20, user=owner)
+    # NOTE: said before it happens: as root this creates a system user and copies binaries.
+    for line in describe_setup(owner):
+        print(f"pgmux: {line}", file=sys.stderr)
+    embedded.start()
+    if args.pool_size is None:
+        args.pool_size, usable = embedded_pool_size(embedded.url)
+        print(f"pgmux: pool size {args.pool_size} (75% of the {usable} connections the "
+              "embedded server leaves ordinary roles; --pool-size to change)", file=sys.stderr)
+    return embedded
+
+
+def _refusal(args: argparse.Namespace) -> str | None:
+    """What makes the command impossible, found before anything is started."""
+    if args.user:
+        import pwd
+
+        try:
+            pwd.getpwnam(args.user)
+        except KeyError:
+            return f"-u: no such user: {args.user}"
+    if not args.config:
+        return listen_problem(args.listen_addr, args.port, "; choose another with --port")
+    return None
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -57,16 +156,23 @@ def run_serve(args: argparse.Namespace) -> int:
 
     url = args.url or (None if args.config else os.environ.get("DATABASE_URL"))
     embedded: Any = None
+    refusal = _refusal(args)
+    if refusal:
+        print(f"pgmux: {refusal}", file=sys.stderr)
+        return 1
     try:
         if not args.config and not url:
-            from pgmux.embedded import EmbeddedPostgres
-
-            print("pgmux: starting an embedded PostgreSQL (max_connections=20) ...",
-                  file=sys.stderr)
-            embedded = EmbeddedPostgres(max_connections=20).start()
+            embedded = _start_embedded(args)
             url = embedded.url
         config = build_config(args, url)
-    except ConfigError as exc:
+        if args.config and not config.settings.so_reuseport:
+            # NOTE: with so_reuseport several processes may share the port on purpose.
+            s = config.settings
+            refusal = listen_problem(s.listen_addr, s.listen_port,
+                                     "; change listen_port or stop the other process")
+            if refusal:
+                raise ConfigError(refusal)
+    except (ConfigError, EmbeddedPostgresError) as exc:
         print(f"pgmux: {exc}", file=sys.stderr)
         if embedded is not None:
             embedded.cleanup()
@@ -78,6 +184,8 @@ def run_serve(args: argparse.Namespace) -> int:
         error = drop_privileges(args.user)
         if error:
             print(f"pgmux: {error}", file=sys.stderr)
+            if embedded is not None:
+                embedded.cleanup()
             return 1
     if args.daemon:
         # NOTE: as PgBouncer: a daemon needs somewhere to log and a pidfile to be found by.

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -18,6 +19,10 @@ from rich.text import Text
 DEFAULT_URL = "postgresql://pgbouncer@/pgbouncer?host=/tmp&port=6432"
 POOL_COUNTS = ("cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "sv_tested",
                "sv_login")
+# NOTE: below this width the pool mode is shortened; the tables are laid out (two-line
+# headers, one space between columns) so that no header is cut at 80 columns.
+WIDE = 90
+SHORT_MODES = {"session": "sess", "transaction": "txn", "statement": "stmt"}
 
 Rows = list[dict[str, Any]]
 
@@ -62,18 +67,34 @@ def _wait_text(seconds: int, micros: int) -> Text:
     return Text(f"{wait:.3f}s", style=style)
 
 
-def pools_table(pools: Sequence[Mapping[str, Any]]) -> Table:
-    table = Table(title="pools", title_justify="left", expand=False, header_style="bold")
-    table.add_column("database")
-    table.add_column("user")
-    table.add_column("mode")
+def _table(title: str) -> Table:
+    return Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
+                 padding=0, pad_edge=False, collapse_padding=True,
+                 show_edge=False)
+
+
+def _column(table: Table, header: str, *, right: bool = True, shrink: bool = False) -> None:
+    """A column whose header is never cut: `cl_active` is written `cl` over `active`."""
+    title = header.replace("_", "\n", 1) if header.count("_") == 1 else header
+    widest = max(len(line) for line in title.split("\n"))
+    table.add_column(title, justify="right" if right else "left", vertical="bottom",
+                     no_wrap=True, overflow="ellipsis",
+                     min_width=min(widest, 8) if shrink else widest)
+
+
+def pools_table(pools: Sequence[Mapping[str, Any]], wide: bool = True) -> Table:
+    table = _table("pools")
+    _column(table, "database", right=False, shrink=True)
+    _column(table, "user", right=False, shrink=True)
+    _column(table, "mode", right=False)
     for name in POOL_COUNTS:
-        table.add_column(name, justify="right")
-    table.add_column("maxwait", justify="right")
+        _column(table, name)
+    _column(table, "maxwait")
     for row in pools:
         waiting = _int(row.get("cl_waiting"))
+        mode = str(row.get("pool_mode") or "")
         cells: list[RenderableType] = [str(row.get("database", "")), str(row.get("user", "")),
-                                       str(row.get("pool_mode") or "")]
+                                       mode if wide else SHORT_MODES.get(mode, mode)]
         for name in POOL_COUNTS:
             value = _int(row.get(name))
             style = ""
@@ -88,11 +109,10 @@ def pools_table(pools: Sequence[Mapping[str, Any]]) -> Table:
 
 
 def stats_table(stats: Sequence[Mapping[str, Any]]) -> Table:
-    table = Table(title="traffic (averages over the last stats_period)", title_justify="left",
-                  header_style="bold")
-    for name in ("database", "xact/s", "query/s", "in B/s", "out B/s", "xact us", "query us",
-                 "wait us"):
-        table.add_column(name, justify="left" if name == "database" else "right")
+    table = _table("traffic (averages over the last stats_period)")
+    _column(table, "database", right=False, shrink=True)
+    for name in ("xact/s", "query/s", "in B/s", "out B/s", "xact us", "query us", "wait us"):
+        _column(table, name)
     for row in stats:
         wait = _int(row.get("avg_wait_time"))
         table.add_row(str(row.get("database", "")), str(_int(row.get("avg_xact_count"))),
@@ -103,8 +123,8 @@ def stats_table(stats: Sequence[Mapping[str, Any]]) -> Table:
     return table
 
 
-def render(snap: Snapshot, error: str | None = None) -> RenderableType:
-    """The whole screen for one snapshot (pure: tests render it to text)."""
+def render(snap: Snapshot, error: str | None = None, width: int = WIDE) -> RenderableType:
+    """The whole screen for one snapshot at a terminal `width` (pure: tests render it)."""
     paused = snap.state.get("paused") == "yes"
     waiting = sum(_int(r.get("cl_waiting")) for r in snap.pools)
     clients = sum(_int(r.get("cl_active")) for r in snap.pools) + waiting
@@ -118,7 +138,7 @@ def render(snap: Snapshot, error: str | None = None) -> RenderableType:
     summary.append(f"clients {clients}  ")
     summary.append(f"waiting {waiting}  ", style="bold red" if waiting else "")
     summary.append(f"servers {servers}")
-    parts: list[RenderableType] = [head, summary, pools_table(snap.pools)]
+    parts: list[RenderableType] = [head, summary, pools_table(snap.pools, width >= WIDE)]
     if snap.stats:
         parts.append(stats_table(snap.stats))
     if error:
@@ -161,14 +181,14 @@ def run_top(args: argparse.Namespace) -> int:
         except psycopg.Error as exc:
             print(f"pgmux top: {exc}".strip(), file=sys.stderr)
             return 1
-        console.print(render(snap))
+        console.print(render(snap, width=console.width))
         return 0
     from rich.live import Live
 
     conn: Any = None
     snap = Snapshot(url=args.url)
     try:
-        with Live(render(snap), console=console, refresh_per_second=4,
+        with Live(render(snap, width=console.width), console=console, refresh_per_second=4,
                   screen=console.is_terminal) as live:
             while True:
                 error = None
@@ -181,7 +201,7 @@ def run_top(args: argparse.Namespace) -> int:
                     if conn is not None:
                         conn.close()
                     conn = None
-                live.update(render(snap, error))
+                live.update(render(snap, error, console.width))
                 time.sleep(max(0.1, args.interval))
     except KeyboardInterrupt:
         return 0

@@ -8,18 +8,33 @@ _TRUE = frozenset({"1", "yes", "on", "true"})
 _FALSE = frozenset({"0", "no", "off", "false"})
 
 # NOTE: PgBouncer documents time settings as plain (possibly fractional) seconds. We also accept
-# PostgreSQL-style unit suffixes, a strict superset: every value PgBouncer reads means the same.
+# unit suffixes, a strict superset: every value PgBouncer reads means the same. The same
+# spellings serve the config files, PGMUX_* variables and the command line (`30m` and `30min`
+# alike), so a duration written once works everywhere.
 TIME_UNITS: dict[str, float] = {
-    "": 1.0,
     "us": 1e-6,
     "ms": 1e-3,
-    "s": 1.0,
-    "min": 60.0,
-    "h": 3600.0,
-    "d": 86400.0,
-}
-_TIME_RE = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)$")
+    "s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0,
+    "m": 60.0, "min": 60.0, "mins": 60.0, "minute": 60.0, "minutes": 60.0,
+    "h": 3600.0, "hr": 3600.0, "hrs": 3600.0, "hour": 3600.0, "hours": 3600.0,
+    "d": 86400.0, "day": 86400.0, "days": 86400.0,
+}  # fmt: skip
+TIME_EXAMPLES = "e.g. 30s, 30m or 30min, 2h, 1d, 1h30m"
+_NUMBER_RE = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
+_TIME_PART_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]+)")
 _INT_RE = re.compile(r"^[+-]?\d+$")
+# NOTE: as in PgBouncer, ';' and '#' start a comment only at the start of a line; after a value
+# they are part of it. A value that fails to convert and looks like it carries such a comment
+# says so.
+_INLINE_COMMENT = re.compile(r"\s[;#]")
+COMMENT_HINT = ("; a ';' or '#' after a value is part of the value (as in PgBouncer): put "
+                "the comment on its own line")
+
+
+def _invalid(message: str, text: str) -> ValueError:
+    if _INLINE_COMMENT.search(text):
+        message += COMMENT_HINT
+    return ValueError(message)
 
 
 def parse_bool(text: str) -> bool:
@@ -29,14 +44,14 @@ def parse_bool(text: str) -> bool:
         return True
     if word in _FALSE:
         return False
-    raise ValueError(f"invalid boolean '{text}'")
+    raise _invalid(f"invalid boolean '{text}'", text)
 
 
 def parse_int(text: str, lo: int | None = 0, hi: int | None = None) -> int:
     """A decimal integer within [lo, hi] (either bound may be None)."""
     raw = text.strip()
     if not _INT_RE.match(raw):
-        raise ValueError(f"invalid integer '{text}'")
+        raise _invalid(f"invalid integer '{text}'", text)
     value = int(raw)
     _check_range(value, lo, hi, text)
     return value
@@ -48,22 +63,31 @@ def parse_octal(text: str) -> int:
     try:
         value = int(raw, 8)
     except ValueError:
-        raise ValueError(f"invalid octal mode '{text}'") from None
+        raise _invalid(f"invalid octal mode '{text}'", text) from None
     _check_range(value, 0, 0o7777, text)
     return value
 
 
 def parse_time(text: str) -> float:
-    """A non-negative duration in seconds; a bare number is seconds, suffixes per TIME_UNITS."""
-    match = _TIME_RE.match(text.strip())
-    if match is None:
-        raise ValueError(f"invalid time value '{text}'")
-    number, unit = match.groups()
-    factor = TIME_UNITS.get(unit.lower())
-    if factor is None:
-        known = ", ".join(u for u in TIME_UNITS if u)
-        raise ValueError(f"invalid time unit '{unit}' in '{text}' (use {known})")
-    value = float(number) * factor
+    """A non-negative duration in seconds: a bare number is seconds; otherwise one or more
+    number-unit parts (`250ms`, `5 min`, `1h30m`), units per TIME_UNITS in any case."""
+    raw = text.strip()
+    if _NUMBER_RE.match(raw):
+        value = float(raw)
+    else:
+        value, pos = 0.0, 0
+        for match in _TIME_PART_RE.finditer(raw):
+            if match.start() != pos:
+                break
+            number, unit = match.groups()
+            factor = TIME_UNITS.get(unit.lower())
+            if factor is None:
+                raise _invalid(f"invalid time unit '{unit}' in '{text}' ({TIME_EXAMPLES})",
+                               text)
+            value += float(number) * factor
+            pos = match.end()
+        if pos == 0 or pos != len(raw):
+            raise _invalid(f"invalid time value '{text}' ({TIME_EXAMPLES})", text)
     if value < 0:
         raise ValueError(f"negative time value '{text}'")
     return value
@@ -74,7 +98,7 @@ def parse_float(text: str, lo: float, hi: float) -> float:
     try:
         value = float(text.strip())
     except ValueError:
-        raise ValueError(f"invalid number '{text}'") from None
+        raise _invalid(f"invalid number '{text}'", text) from None
     if not lo <= value <= hi:
         raise ValueError(f"value '{text}' out of range [{lo}, {hi}]")
     return value
@@ -89,7 +113,7 @@ def parse_choice(text: str, choices: tuple[str, ...]) -> str:
     """One of a fixed set of lower-case words."""
     word = text.strip().lower()
     if word not in choices:
-        raise ValueError(f"invalid value '{text}' (expected one of: {', '.join(choices)})")
+        raise _invalid(f"invalid value '{text}' (expected one of: {', '.join(choices)})", text)
     return word
 
 

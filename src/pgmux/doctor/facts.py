@@ -200,26 +200,40 @@ def fetch_limits(conn: psycopg.Connection[Any]) -> Limits:
     return limits_from_row(row)
 
 
+# NOTE: pg_backend_pid() is asked in the same statement: behind a transaction pooler each
+# statement may run on another server connection, so the pid libpq got at login
+# (conn.info.backend_pid, the pooler's cancel key) or from an earlier statement is not ours.
 SESSIONS_QUERY = """
 SELECT pid, usename, datname, coalesce(application_name, ''), host(client_addr), client_port,
        state, backend_start, xact_start, query_start, state_change, wait_event_type, wait_event,
-       coalesce(query, ''), clock_timestamp()
+       coalesce(query, ''), clock_timestamp(), pg_backend_pid()
 FROM pg_stat_activity
 WHERE backend_type = 'client backend'
 ORDER BY pid
 """
 
 
-def fetch_sessions(conn: psycopg.Connection[Any]) -> tuple[tuple[Session, ...], datetime]:
-    """Every client backend of the server (all databases) and the server time they were read."""
+@dataclass(frozen=True)
+class Activity:
+    """pg_stat_activity's client backends at one moment, and which of them read it."""
+
+    sessions: tuple[Session, ...]
+    at: datetime  # the server's clock_timestamp() when they were read
+    own_pid: int  # the backend that ran the query: the doctor's own, to be skipped
+
+
+def fetch_sessions(conn: psycopg.Connection[Any]) -> Activity:
+    """Every client backend of the server (all databases), the server time they were read, and
+    the backend that read them."""
     with conn.cursor() as cur:
         rows = cur.execute(SESSIONS_QUERY).fetchall()
         if rows:
-            at: datetime = rows[0][-1]
+            at: datetime = rows[0][-2]
+            own_pid = int(rows[0][-1])
         else:  # NOTE: cannot happen (our own backend is a client backend), but stay total
-            clock = cur.execute("SELECT clock_timestamp()").fetchone()
+            clock = cur.execute("SELECT clock_timestamp(), pg_backend_pid()").fetchone()
             assert clock is not None
-            at = clock[0]
+            at, own_pid = clock[0], int(clock[1])
     sessions = tuple(
         Session(
             pid=r[0],
@@ -239,7 +253,7 @@ def fetch_sessions(conn: psycopg.Connection[Any]) -> tuple[tuple[Session, ...], 
         )
         for r in rows
     )
-    return sessions, at
+    return Activity(sessions, at, own_pid)
 
 
 def _local_endpoint(conn: psycopg.Connection[Any]) -> tuple[str | None, int | None]:
@@ -281,7 +295,7 @@ def _endpoints(conn: psycopg.Connection[Any], own: Session | None) -> Endpoints:
 
 
 _OVERVIEW_QUERY = """
-SELECT pg_backend_pid(), current_user, current_database(),
+SELECT current_user, current_database(),
        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
        current_setting('server_version'),
        pg_database_size(current_database()),
@@ -323,26 +337,25 @@ def collect(conn: psycopg.Connection[Any]) -> ServerFacts:
         role_rows = cur.execute(_ROLE_LIMITS_QUERY).fetchall()
         db_rows = cur.execute(_DATABASE_LIMITS_QUERY).fetchall()
     limits = fetch_limits(conn)
-    sessions, at = fetch_sessions(conn)
-    own_pid = int(overview[0])
-    own = next((s for s in sessions if s.pid == own_pid), None)
-    version_text = str(overview[4])
+    activity = fetch_sessions(conn)
+    own = next((s for s in activity.sessions if s.pid == activity.own_pid), None)
+    version_text = str(overview[3])
     return ServerFacts(
         server_version=version_text.split()[0],
         server_version_num=conn.info.server_version,
-        collected_at=at,
-        own_pid=own_pid,
-        current_user=str(overview[1]),
-        current_database=str(overview[2]),
-        is_superuser=bool(overview[3]),
+        collected_at=activity.at,
+        own_pid=activity.own_pid,
+        current_user=str(overview[0]),
+        current_database=str(overview[1]),
+        is_superuser=bool(overview[2]),
         limits=limits,
-        sessions=sessions,
+        sessions=activity.sessions,
         settings={str(name): str(value) for name, value in settings_rows},
         role_limits=tuple(RoleLimit(r[0], int(r[1]), int(r[2])) for r in role_rows),
         database_limits=tuple(DatabaseLimit(r[0], int(r[1]), int(r[2])) for r in db_rows),
-        database_size=None if overview[5] is None else int(overview[5]),
-        cluster_size=None if overview[6] is None else int(overview[6]),
-        table_count=int(overview[7]),
+        database_size=None if overview[4] is None else int(overview[4]),
+        cluster_size=None if overview[5] is None else int(overview[5]),
+        table_count=int(overview[6]),
         endpoints=_endpoints(conn, own),
     )
 
@@ -375,18 +388,15 @@ def terminate(
     new backend, or a session that went busy since, is spared. On PostgreSQL 14+ each call waits
     up to `wait_seconds` for the backend to exit.
     """
-    own_row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    assert own_row is not None
-    own_pid = int(own_row[0])
     timeout_ms = int(wait_seconds * 1000)
     waits = conn.info.server_version >= 140000
     call = "pg_terminate_backend(pid, %(timeout)s)" if waits else "pg_terminate_backend(pid)"
+    # NOTE: the backend running the statement is spared in the statement itself: behind a
+    # transaction pooler it may not be the one an earlier statement ran on.
+    spare_own = f"CASE WHEN pid = pg_backend_pid() THEN NULL ELSE {call} END"
     results = []
     for target in targets:
         pid = target.pid if isinstance(target, Session) else int(target)
-        if pid == own_pid:
-            results.append(Termination(pid, False, "refusing to end the doctor's own backend"))
-            continue
         params: dict[str, Any] = {"pid": pid, "timeout": timeout_ms}
         guard = ""
         if isinstance(target, Session):
@@ -396,7 +406,7 @@ def terminate(
             )
             params["backend_start"] = target.backend_start
             params["state_change"] = target.state_change
-        sql = f"SELECT {call} FROM pg_stat_activity WHERE pid = %(pid)s{guard}"
+        sql = f"SELECT {spare_own} FROM pg_stat_activity WHERE pid = %(pid)s{guard}"
         try:
             row = conn.execute(sql, params).fetchone()
         except psycopg.Error as exc:
@@ -406,6 +416,8 @@ def terminate(
         if row is None:
             reason = "no such backend" if not guard else "gone, or changed state since listed"
             results.append(Termination(pid, False, reason))
+        elif row[0] is None:
+            results.append(Termination(pid, False, "refusing to end the doctor's own backend"))
         elif not row[0]:
             results.append(
                 Termination(pid, False, "not a backend process, or still running after the wait")

@@ -63,7 +63,10 @@ class Deployment:
 class WithPooler:
     """The same deployment with pgmux in front, in transaction mode."""
 
-    server_connections: int  # pgmux's server side: POOLER_SHARE of the limit
+    # NOTE: pgmux's server side: POOLER_SHARE of the limit (`server_cap`), but never more than
+    # the app's client connections: a pool larger than its clients would never be filled.
+    server_connections: int
+    server_cap: int
     direct_headroom: int  # left for direct connections
     client_connections: int  # app connections pgmux accepts (its max_client_conn at least)
     direct_needed: int  # one-off and other connections, which go straight to PostgreSQL
@@ -75,6 +78,7 @@ class WithPooler:
     def to_json(self) -> dict[str, Any]:
         return {
             "server_connections": self.server_connections,
+            "server_cap": self.server_cap,
             "direct_headroom": self.direct_headroom,
             "client_connections": self.client_connections,
             "direct_needed": self.direct_needed,
@@ -130,7 +134,9 @@ class Plan:
 def plan(deployment: Deployment) -> Plan:
     """Work out a deployment's connection needs; raises ValueError on impossible inputs."""
     d = deployment
-    for name in ("limit", "dynos", "processes", "threads", "one_off", "other"):
+    if d.limit < 1:
+        raise ValueError("limit must be at least 1")
+    for name in ("dynos", "processes", "threads", "one_off", "other"):
         if getattr(d, name) < 0:
             raise ValueError(f"{name} must not be negative")
     if d.pool_size is not None and d.pool_size < 0:
@@ -142,16 +148,19 @@ def plan(deployment: Deployment) -> Plan:
         largest = 0
     else:
         largest = max(0, room // d.app_multiplier)
-    server = math.floor(d.limit * POOLER_SHARE)
+    cap = math.floor(d.limit * POOLER_SHARE)
+    server = min(cap, app)
     headroom = d.limit - server
     sidecars = max(1, d.dynos * (2 if d.preboot else 1))
+    per_dyno_clients = d.processes * d.effective_pool_size
     with_pgmux = WithPooler(
         server_connections=server,
+        server_cap=cap,
         direct_headroom=headroom,
         client_connections=app,
         direct_needed=d.fixed,
-        pool_size_per_dyno=server // sidecars,
-        fits=server >= 1 and d.fixed <= headroom,
+        pool_size_per_dyno=min(server // sidecars, per_dyno_clients),
+        fits=(server >= 1 or app == 0) and d.fixed <= headroom,
     )
     return Plan(
         deployment=d,

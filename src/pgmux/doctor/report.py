@@ -15,7 +15,8 @@ from rich.text import Text
 
 from pgmux.doctor.facts import ServerFacts, Termination
 from pgmux.doctor.plan import POOLER_SHARE, Plan
-from pgmux.doctor.rules import Diagnosis, PoolerGuess, Severity, Thresholds, detect_pooler
+from pgmux.doctor.poolers import PoolerGuess, detect_pooler
+from pgmux.doctor.rules import Diagnosis, Severity, Thresholds
 from pgmux.doctor.units import format_bytes, format_duration
 
 SEVERITY_STYLE: dict[str, str] = {
@@ -331,6 +332,10 @@ def render_plan(out: Output, result: Plan) -> None:
                 cell(
                     f"{d.limit} ({p.server_connections} pooled = {POOLER_SHARE:.0%}, "
                     f"{p.direct_headroom} direct)"
+                    if p.server_connections == p.server_cap
+                    else f"{d.limit} ({p.server_connections} pooled: one per client "
+                    f"connection, below {POOLER_SHARE:.0%} = {p.server_cap}; "
+                    f"{p.direct_headroom} direct)"
                 ),
             ],
             [cell("fits"), _yes_no(result.fits), _yes_no(p.fits)],
@@ -373,9 +378,13 @@ def render_terminations(out: Output, results: Sequence[Termination]) -> None:
 
 
 def terminations_json(
-    results: Sequence[Termination], matched: Sequence[int] | None = None, dry_run: bool = False
+    results: Sequence[Termination],
+    matched: Sequence[int] | None = None,
+    dry_run: bool = False,
+    skipped_pooled: int | None = None,
 ) -> dict[str, Any]:
-    """`kill --json` / `killall --json`: `terminated` lists the pids that were ended."""
+    """`kill --json` / `killall --json`: `terminated` lists the pids that were ended;
+    killall's `skipped_pooled` counts a pooler's server connections it left alone."""
     data: dict[str, Any] = {
         "terminated": [r.pid for r in results if r.terminated],
         "failed": [{"pid": r.pid, "reason": r.reason} for r in results if not r.terminated],
@@ -383,4 +392,6 @@ def terminations_json(
     }
     if matched is not None:
         data["matched"] = list(matched)
+    if skipped_pooled is not None:
+        data["skipped_pooled"] = skipped_pooled
     return data

@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pgmux.doctor.facts import Endpoints, ServerFacts, Session
+from pgmux.doctor.facts import ServerFacts, Session
 from pgmux.doctor.plan import POOLER_SHARE, auto_pool_size
+from pgmux.doctor.poolers import Pooled, detect_pooler, pooled_by
 from pgmux.doctor.units import format_duration
 
 Severity = Literal["info", "warning", "critical"]
@@ -17,7 +18,6 @@ Status = Literal["ok", "warning", "critical"]
 SEVERITY_RANK: Mapping[Severity, int] = {"info": 0, "warning": 1, "critical": 2}
 EXIT_CODES: Mapping[Status, int] = {"ok": 0, "warning": 1, "critical": 2}
 LOCAL_SOCKET = "local socket"  # how a Unix-socket client (client_addr NULL) is named
-POOLER_NAMES = ("pgbouncer", "pgmux", "pgcat", "pgdog", "odyssey", "pgpool")
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,12 @@ class Thresholds:
     """What the rules call too many or too long; the doctor's flags set them."""
 
     idle: float = 300.0  # seconds idle before a connection counts as a likely leak
-    idle_in_transaction: float = 30.0  # seconds idle inside a transaction before it is reported
+    # NOTE: a session idle in transaction holds its locks and a slot at any age: it is reported
+    # from `idle_in_transaction_floor` on (info), a warning from `idle_in_transaction`, critical
+    # from `idle_in_transaction_critical`.
+    idle_in_transaction: float = 30.0
+    idle_in_transaction_critical: float = 300.0
+    idle_in_transaction_floor: float = 1.0
     long_query: float = 60.0  # seconds a query may run before it is reported
     near_limit: float = 0.80  # share of a limit in use that earns a warning
     at_limit: float = 0.95  # ... and a critical
@@ -134,31 +139,54 @@ def connection_usage(facts: ServerFacts, t: Thresholds) -> list[Finding]:
     ]
 
 
+def _unpooled(facts: ServerFacts) -> list[Session]:
+    """Every session but the doctor's own and a pooler's server connections."""
+    return [s for s in facts.others if pooled_by(s) is None]
+
+
 def idle_connections(facts: ServerFacts, t: Thresholds) -> list[Finding]:
-    """Connections idle longer than the threshold, grouped by application, user and client."""
+    """Idle connections grouped by application, user and client, a pooler's own excepted:
+    past the threshold a likely leak; below it, a group of idle_group_warning or more is
+    listed with its age."""
     at = facts.collected_at
-    idle = [
-        s for s in facts.others if s.state == "idle" and (s.state_duration(at) or 0.0) >= t.idle
-    ]
+    idle = [s for s in _unpooled(facts) if s.state == "idle"]
     findings = []
     usable = facts.limits.usable or 1
     for (app, user, client), group in _grouped(idle).items():
         longest = max(s.state_duration(at) or 0.0 for s in group)
         big = len(group) >= t.idle_group_warning or len(group) * 10 >= usable
+        old = [s for s in group if (s.state_duration(at) or 0.0) >= t.idle]
+        who = f"from {_app_label(app)} (user {user}, {client})"
+        if old:
+            group, big = old, len(old) >= t.idle_group_warning or len(old) * 10 >= usable
+            severity: Severity = "warning" if big else "info"
+            message = (
+                f"{len(group)} connection(s) {who} "
+                + (f"idle for more than {format_duration(t.idle)}" if t.idle > 0 else "idle")
+                + f" (longest {format_duration(longest)}): "
+                + ("a likely connection leak" if big else "held but unused")
+            )
+        elif len(group) >= t.idle_group_warning:
+            severity = "info"
+            message = (
+                f"{len(group)} connection(s) {who} idle (longest {format_duration(longest)}), "
+                f"holding {len(group)} of {facts.limits.usable} usable slots: a leak if they "
+                f"stay idle past {format_duration(t.idle)}"
+            )
+        else:
+            continue
         findings.append(
             Finding(
                 "idle-connections",
-                "warning" if big else "info",
-                f"{len(group)} connection(s) from {_app_label(app)} (user {user}, {client}) "
-                + (f"idle for more than {format_duration(t.idle)}" if t.idle > 0 else "idle")
-                + f" (longest {format_duration(longest)}): "
-                + ("a likely connection leak" if big else "held but unused"),
+                severity,
+                message,
                 {
                     "application_name": app,
                     "user": user,
                     "client_addr": client,
                     "count": len(group),
                     "longest_idle": round(longest, 3),
+                    "past_threshold": bool(old),
                     "pids": [s.pid for s in group],
                 },
             )
@@ -166,29 +194,40 @@ def idle_connections(facts: ServerFacts, t: Thresholds) -> list[Finding]:
     return findings
 
 
+def _stuck_severity(seconds: float, t: Thresholds) -> Severity:
+    if seconds >= max(t.idle_in_transaction_critical, t.idle_in_transaction):
+        return "critical"
+    return "warning" if seconds >= t.idle_in_transaction else "info"
+
+
 def idle_in_transaction(facts: ServerFacts, t: Thresholds) -> list[Finding]:
-    """Sessions idle inside an open transaction: they hold locks and a slot, no pool can help."""
+    """Sessions idle inside an open transaction: they hold locks and a slot at any age and no
+    pool can reuse them; the longer, the worse."""
     at = facts.collected_at
+    floor = min(t.idle_in_transaction_floor, t.idle_in_transaction)
     stuck = [
         s
         for s in facts.others
-        if s.is_idle_in_transaction and (s.state_duration(at) or 0.0) >= t.idle_in_transaction
+        if s.is_idle_in_transaction and (s.state_duration(at) or 0.0) >= floor
     ]
     findings = []
     for (app, user, client), group in _grouped(stuck).items():
         oldest = max(s.xact_age(at) or 0.0 for s in group)
+        longest = max(s.state_duration(at) or 0.0 for s in group)
         findings.append(
             Finding(
                 "idle-in-transaction",
-                "warning",
+                _stuck_severity(longest, t),
                 f"{len(group)} session(s) from {_app_label(app)} (user {user}, {client}) idle "
-                f"in transaction (oldest transaction {format_duration(oldest)}): they hold "
-                "locks and a connection until they commit or roll back",
+                f"in transaction for {format_duration(longest)} (transaction open "
+                f"{format_duration(oldest)}): they hold their locks and a connection until "
+                "they commit or roll back",
                 {
                     "application_name": app,
                     "user": user,
                     "client_addr": client,
                     "count": len(group),
+                    "longest_idle_in_transaction": round(longest, 3),
                     "oldest_transaction": round(oldest, 3),
                     "pids": [s.pid for s in group],
                     "states": sorted({s.state or "" for s in group}),
@@ -279,9 +318,10 @@ def database_limits(facts: ServerFacts, t: Thresholds) -> list[Finding]:
 
 
 def many_from_one_client(facts: ServerFacts, t: Thresholds) -> list[Finding]:
-    """Many sessions from one client address: a process that opens connections without a pool."""
+    """Many sessions from one client address, a pooler's own excepted: a process that opens
+    connections without a pool."""
     by_client: dict[str, list[Session]] = defaultdict(list)
-    for session in facts.others:
+    for session in _unpooled(facts):
         by_client[_client(session)].append(session)
     findings = []
     for client, group in sorted(by_client.items(), key=lambda kv: (-len(kv[1]), kv[0])):
@@ -290,17 +330,65 @@ def many_from_one_client(facts: ServerFacts, t: Thresholds) -> list[Finding]:
         apps: dict[str, int] = defaultdict(int)
         for session in group:
             apps[session.application_name] += 1
-        pooler = all(any(p in app.lower() for p in POOLER_NAMES) for app in apps if app)
+        ranked = sorted(apps.items(), key=lambda kv: (-kv[1], kv[0]))
+        names = ", ".join(f"{n} {_app_label(app)}" for app, n in ranked[:4])
+        if len(ranked) > 4:
+            names += ", ..."
         findings.append(
             Finding(
                 "many-connections-from-one-client",
-                "info" if pooler and "" not in apps else "warning",
-                f"{len(group)} connections from {client}: a process without a pool, or a pool "
-                "sized too large for this server",
+                "warning",
+                f"{len(group)} connections from {client} ({names}): a process without a pool, "
+                "or a pool sized too large for this server",
+                {"client_addr": client, "count": len(group), "applications": dict(ranked)},
+            )
+        )
+    return findings
+
+
+def pooler_connections(facts: ServerFacts, t: Thresholds) -> list[Finding]:
+    """A pooler's own server connections (pgmux, PgBouncer, ...): idle ones are its pool, not a
+    leak; more than the pooler's share of the usable slots leaves too little for the rest."""
+    at = facts.collected_at
+    groups: dict[tuple[str, str, str], list[tuple[Session, Pooled]]] = defaultdict(list)
+    for session in facts.others:
+        pooled = pooled_by(session)
+        if pooled is not None:
+            groups[(pooled.pooler, session.user or "?", _client(session))].append(
+                (session, pooled)
+            )
+    limits = facts.limits
+    budget = auto_pool_size(limits.max_connections, limits.reserved_total, None, None)
+    findings = []
+    for (pooler, user, client), members in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        sessions = [s for s, _ in members]
+        idle = [s for s in sessions if s.state == "idle"]
+        longest = max((s.state_duration(at) or 0.0 for s in idle), default=0.0)
+        too_many = len(sessions) > budget
+        message = (
+            f"{pooler} holds {len(sessions)} server connection(s) from {client} (user {user}): "
+            f"{len(idle)} idle in its pool (longest {format_duration(longest)}), "
+            f"{len(sessions) - len(idle)} in use; a pool keeps idle connections for reuse"
+        )
+        if too_many:
+            message += (
+                f", but more than {budget} ({POOLER_SHARE:.0%} of the {limits.usable} usable) "
+                "leaves too few slots for direct connections"
+            )
+        findings.append(
+            Finding(
+                "pooler-connections",
+                "warning" if too_many else "info",
+                message,
                 {
+                    "pooler": pooler,
+                    "user": user,
                     "client_addr": client,
-                    "count": len(group),
-                    "applications": dict(sorted(apps.items(), key=lambda kv: -kv[1])),
+                    "count": len(sessions),
+                    "idle": len(idle),
+                    "longest_idle": round(longest, 3),
+                    "signs": sorted({p.sign for _, p in members}),
+                    "pids": [s.pid for s in sessions],
                 },
             )
         )
@@ -336,74 +424,9 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("role-limit", role_limits),
     ("database-limit", database_limits),
     ("many-connections-from-one-client", many_from_one_client),
+    ("pooler-connections", pooler_connections),
     ("pooler-in-front", pooler_in_front),
 )
-
-
-# --- the pooler heuristic --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PoolerGuess:
-    """`pooler` (statements moved between backends), `relay` (something in between) or `none`."""
-
-    kind: Literal["pooler", "relay", "none"]
-    signals: tuple[str, ...] = ()
-
-    @property
-    def detected(self) -> bool:
-        return self.kind != "none"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"detected": self.detected, "kind": self.kind, "signals": list(self.signals)}
-
-
-def _plain_addr(addr: str | None) -> str | None:
-    if addr is not None and addr.startswith("::ffff:"):
-        return addr[len("::ffff:") :]  # NOTE: an IPv4 peer seen on an IPv6 socket
-    return addr
-
-
-def detect_pooler(e: Endpoints) -> PoolerGuess:
-    """Guess whether a pooler or proxy sits between the doctor and PostgreSQL.
-
-    A normal connection cannot ask "are you a pooler?", so compare both ends of it:
-    1. pg_backend_pid() differs between transactions: a transaction-mode pooler (certain);
-    2. we dialled TCP but the server sees a Unix-socket client: a local relay (certain);
-    3. the server sees our connection coming from another address:port than our socket's own:
-       a pooler, a proxy, or NAT (e.g. a container port mapping);
-    4. the port in the URL is not the port the server listens on (inet_server_port());
-    5. the server saw another application_name than the one we sent.
-    Signals 1-2 alone make it a pooler/relay; of 3-5 it takes two (one is often a port mapping).
-    """
-    strong: list[str] = []
-    weak: list[str] = []
-    if len(e.backend_pids) > 1:
-        strong.append(
-            f"pg_backend_pid() changed between transactions ({', '.join(map(str, e.backend_pids))})"
-        )
-    tcp = e.local_port is not None
-    if tcp and e.server_port is None and e.seen_client_port is None:
-        strong.append("connected over TCP but the server sees a Unix-socket client")
-    elif tcp and e.seen_client_port is not None:
-        ours = (_plain_addr(e.local_addr), e.local_port)
-        seen = (_plain_addr(e.seen_client_addr), e.seen_client_port)
-        if ours != seen:
-            weak.append(
-                f"the server sees this connection from {seen[0]}:{seen[1]}, "
-                f"it left from {ours[0]}:{ours[1]}"
-            )
-    if e.dialled_port is not None and e.server_port is not None and e.dialled_port != e.server_port:
-        weak.append(f"URL port {e.dialled_port}, server port {e.server_port}")
-    if e.seen_application_name is not None and e.seen_application_name != e.sent_application_name:
-        weak.append(
-            f"application_name {e.sent_application_name!r} arrived as {e.seen_application_name!r}"
-        )
-    if len(e.backend_pids) > 1:
-        return PoolerGuess("pooler", tuple(strong + weak))
-    if strong or len(weak) >= 2:
-        return PoolerGuess("relay", tuple(strong + weak))
-    return PoolerGuess("none", tuple(weak))
 
 
 # --- advice and the whole diagnosis ----------------------------------------------------------
@@ -426,7 +449,8 @@ def advise(facts: ServerFacts, findings: Iterable[Finding]) -> list[str]:
         )
     leaks = [f for f in by_code["idle-connections"] if f.severity != "info"]
     crowded = [f for f in by_code["many-connections-from-one-client"] if f.severity != "info"]
-    pooled = "pooler-in-front" in by_code
+    in_front = "pooler-in-front" in by_code
+    pools = by_code["pooler-connections"]
     if leaks:
         names = ", ".join(sorted({_app_label(f.evidence["application_name"]) for f in leaks}))
         advice.append(
@@ -434,7 +458,7 @@ def advise(facts: ServerFacts, findings: Iterable[Finding]) -> list[str]:
             "returned; as a safety net, end idle sessions server-side with "
             "ALTER ROLE <role> SET idle_session_timeout = '10min' (PostgreSQL 14+)."
         )
-    if (leaks or crowded or "connections-near-limit" in by_code) and not pooled:
+    if (leaks or crowded or "connections-near-limit" in by_code) and not (in_front or pools):
         advice.append(
             "Put pgmux between the applications and PostgreSQL in transaction mode "
             f"(pool_mode = transaction, default_pool_size = {budget}, max_client_conn = 1000): "
@@ -443,18 +467,29 @@ def advise(facts: ServerFacts, findings: Iterable[Finding]) -> list[str]:
             "database. Use session mode only for clients that need session state (SET, "
             "advisory locks, LISTEN, WITH HOLD cursors)."
         )
-    if pooled:
+    if pools:
+        where = ", ".join(
+            sorted({f"{f.evidence['pooler']} on {f.evidence['client_addr']}" for f in pools})
+        )
+        direct = sorted(
+            {_app_label(f.evidence["application_name"]) for f in leaks}
+            | {_app_label(app) for f in crowded for app in f.evidence["applications"]}
+        )
+        advice.append(
+            f"A pooler already holds connections here ({where}): keep its server side at "
+            f"{budget} connection(s) or fewer ({POOLER_SHARE:.0%} of the usable {limits.usable})"
+            + (f" and point {', '.join(direct)} at it instead of at PostgreSQL." if direct
+               else ".")
+        )
+    elif in_front:
         advice.append(
             "A pooler seems to be in front already: keep its server side at "
             f"{budget} connection(s) or fewer ({POOLER_SHARE:.0%} of the usable "
             f"{limits.usable}) and point every application at it, not at PostgreSQL."
         )
-    if by_code["idle-in-transaction"]:
-        names = ", ".join(
-            sorted(
-                {_app_label(f.evidence["application_name"]) for f in by_code["idle-in-transaction"]}
-            )
-        )
+    stuck = [f for f in by_code["idle-in-transaction"] if f.severity != "info"]
+    if stuck:
+        names = ", ".join(sorted({_app_label(f.evidence["application_name"]) for f in stuck}))
         advice.append(
             f"Commit or roll back before waiting on anything else in {names} (no network calls "
             "or user input inside a transaction); set "

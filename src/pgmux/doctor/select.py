@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from pgmux.doctor.facts import Session
+from pgmux.doctor.poolers import is_pooled
 
 IDLE_STATES = ("idle", "idle in transaction", "idle in transaction (aborted)")
 
@@ -20,6 +21,9 @@ class SessionFilter:
     idle_for: float | None = None  # seconds in an idle state at least
     application: str | None = None
     user: str | None = None
+    # NOTE: a pooler's own server connections (poolers.pooled_by) are its pool, not a leak:
+    # skipped unless asked for.
+    include_pooled: bool = False
 
     @property
     def empty(self) -> bool:
@@ -32,6 +36,8 @@ class SessionFilter:
         )
 
     def matches(self, session: Session, at: datetime) -> bool:
+        if not self.include_pooled and is_pooled(session):
+            return False
         state = session.state or ""
         if self.idle or self.idle_in_transaction:
             wanted = (self.idle and state == "idle") or (

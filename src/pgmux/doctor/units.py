@@ -2,42 +2,24 @@
 
 from __future__ import annotations
 
-import re
-
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+from pgmux.config.values import TIME_EXAMPLES, parse_time
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in `30s`, `30m`, `2h`, `1d`, `1h30m` or a bare number of seconds.
+    """Seconds in `30s`, `30m` or `30min`, `2h`, `1d`, `1h30m` or a bare number of seconds: the
+    spellings the config files take too (config.values.parse_time).
 
     Raises ValueError with a message fit for a command line.
     """
-    cleaned = text.strip().lower()
-    if not cleaned:
-        raise ValueError("empty duration")
     try:
-        seconds = float(cleaned)
+        return parse_time(text)
     except ValueError:
-        pass
-    else:
-        if seconds < 0:
-            raise ValueError(f"negative duration: {text!r}")
-        return seconds
-    position = 0
-    total = 0.0
-    for match in _PART.finditer(cleaned):
-        if match.start() != position:
-            break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        position = match.end()
-    if position != len(cleaned):
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 30m, 2h, 1d)")
-    return total
+        raise ValueError(f"not a duration: {text!r} (use {TIME_EXAMPLES})") from None
 
 
 def format_duration(seconds: float | None) -> str:
-    """A short human duration: `850ms`, `42s`, `5m03s`, `2h10m`, `3d04h`; `-` when unknown."""
+    """A short human duration: `850ms`, `42s`, `5m03s`, `5m`, `2h10m`, `3d04h`; `-` when
+    unknown."""
     if seconds is None:
         return "-"
     if seconds < 0:
@@ -47,11 +29,12 @@ def format_duration(seconds: float | None) -> str:
     whole = int(seconds)
     if whole < 60:
         return f"{whole}s"
+    # NOTE: a round value (a threshold, mostly) reads as it was typed: 5m, not 5m00s.
     if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
+        return f"{whole // 60}m" + (f"{whole % 60:02d}s" if whole % 60 else "")
     if whole < 86400:
-        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+        return f"{whole // 3600}h" + (f"{whole % 3600 // 60:02d}m" if whole % 3600 // 60 else "")
+    return f"{whole // 86400}d" + (f"{whole % 86400 // 3600:02d}h" if whole % 86400 // 3600 else "")
 
 
 def format_bytes(size: int | None) -> str:

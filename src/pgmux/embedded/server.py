@@ -57,6 +57,7 @@ class EmbeddedPostgres:
         max_connections: int = 20,
         settings: dict[str, str] | None = None,
         hba_lines: list[str] | None = None,
+        user: RunAs | None = None,
     ) -> None:
         # NOTE: only a port we picked ourselves may be swapped when another process
         # grabs it between free_port() and the server's bind().
@@ -66,7 +67,10 @@ class EmbeddedPostgres:
         self.settings: dict[str, str] = dict(settings or {})
         self.hba_lines: list[str] = list(hba_lines or [])
         self.version: str = ""
-        self._user: RunAs = run_as()
+        # NOTE: as root, `user` (e.g. the one `serve -u` becomes) owns the server, its data and
+        # its directories, so that the process, once it has dropped root, can still stop the
+        # server and remove them; default: pgmux's system user.
+        self._user: RunAs = user if user is not None and user.switches else run_as()
         install = install_for(self._user)
         self.bin_dir: Path = install.bin_dir
         self._base: Path | None = None
@@ -190,7 +194,7 @@ class EmbeddedPostgres:
     # -- internals -------------------------------------------------------------------------
 
     def _init_cluster(self) -> None:
-        base = _reachable_tempdir("pgmux-embedded-")
+        base = _reachable_tempdir("pgmux-embedded-", self._user)
         data, sock = base / "data", base / "sock"
         self._base = base
         try:
@@ -332,12 +336,15 @@ def _chown_tree(root: Path, user: RunAs) -> None:
             os.lchown(os.path.join(dirpath, name), uid, gid)
 
 
-def _reachable_tempdir(prefix: str) -> Path:
+def _reachable_tempdir(prefix: str, owner: RunAs) -> Path:
     # NOTE: /tmp is reachable by every user even when TMPDIR points into a 0700 directory
-    # of root's; the dir is 0755 so the server user can reach what we put inside.
+    # of root's; the dir is 0755 so the server user can reach what we put inside, and it
+    # belongs to that user, who may have to remove it once we are no longer root.
     parent = "/tmp" if is_root() else None
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     os.chmod(path, 0o755)
+    if owner.switches:
+        os.chown(path, owner.uid or 0, owner.gid or 0)
     return path
 
 
@@ -358,7 +365,7 @@ def _template_cluster(user: RunAs, bin_dir: Path) -> Path:
     key = (user, bin_dir)
     with _templates_lock:
         if key not in _templates:
-            base = _reachable_tempdir("pgmux-embedded-template-")
+            base = _reachable_tempdir("pgmux-embedded-template-", user)
             try:
                 data = base / "data"
                 data.mkdir(mode=0o700)

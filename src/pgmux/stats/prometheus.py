@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -135,23 +136,38 @@ async def _http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             await writer.wait_closed()
 
 
+def listen_socket(addr: str, port: int) -> socket.socket:
+    """A listening socket for metrics_addr (empty or `*`: every address) and metrics_port,
+    bound now, so that a port in use or an address not on this host stops the start with a
+    clear error instead of a log line after the pooler is up. Raises OSError."""
+    host = addr.strip()
+    try:
+        if host in ("", "*"):
+            if socket.has_dualstack_ipv6():
+                return socket.create_server(("::", port), family=socket.AF_INET6,
+                                            dualstack_ipv6=True)
+            return socket.create_server(("", port))
+        family, _, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        return socket.create_server(address, family=family)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OSError(f"metrics: cannot listen on metrics_addr {addr or '*'} metrics_port "
+                      f"{port}: {reason[:1].lower() + reason[1:]}") from None
+
+
 def install(pooler: Pooler) -> Callable[[], Awaitable[None]] | None:
-    """Start the /metrics endpoint when [pgmux] metrics_port is set (0 = off)."""
+    """Start the /metrics endpoint when [pgmux] metrics_port is set (0 = off); raises OSError
+    when it cannot listen."""
     conf = pooler.config.pgmux
     if not conf.metrics_port:
         return None
     registry = registry_for(pooler)
+    sock = listen_socket(conf.metrics_addr, conf.metrics_port)
     servers: list[asyncio.Server] = []
 
     async def start() -> None:
-        try:
-            server = await asyncio.start_server(
-                lambda r, w: _http(r, w, registry), conf.metrics_addr or None,
-                conf.metrics_port, reuse_address=True)
-        except OSError as exc:
-            log.error("metrics: cannot listen on %s:%d: %s", conf.metrics_addr,
-                      conf.metrics_port, exc)
-            return
+        server = await asyncio.start_server(lambda r, w: _http(r, w, registry), sock=sock)
         servers.append(server)
         log.info("metrics: serving http://%s:%d/metrics", conf.metrics_addr or "*",
                  conf.metrics_port)
@@ -161,6 +177,7 @@ def install(pooler: Pooler) -> Callable[[], Awaitable[None]] | None:
     async def cleanup() -> None:
         if not task.done():
             task.cancel()
+            sock.close()
         for server in servers:
             server.close()
             with contextlib.suppress(Exception):
