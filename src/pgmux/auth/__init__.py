@@ -1,7 +1,7 @@
 """Sans-IO authentication exchanges: clients logging in to pgmux, pgmux logging in to servers."""
 
-from pgmux.auth.client import ServerLogin
-from pgmux.auth.errors import AuthError
+from pgmux.auth.client import WRONG_PASSWORD_TYPE, ServerLogin
+from pgmux.auth.errors import ANSWER_FAILED, AuthError
 from pgmux.auth.passwords import (
     ScramKeys,
     ScramSecret,
@@ -17,6 +17,7 @@ from pgmux.auth.passwords import (
 from pgmux.auth.server import (
     METHODS,
     SASL_FAILED,
+    TRUST_FAILED,
     AuthStep,
     ClientAuthenticator,
     Outcome,
@@ -24,8 +25,11 @@ from pgmux.auth.server import (
 )
 
 __all__ = [
+    "ANSWER_FAILED",
     "METHODS",
     "SASL_FAILED",
+    "TRUST_FAILED",
+    "WRONG_PASSWORD_TYPE",
     "AuthError",
     "AuthStep",
     "ClientAuthenticator",
