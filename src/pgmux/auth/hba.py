@@ -106,10 +106,11 @@ class HbaRule:
 
 @dataclass(frozen=True)
 class HbaFile:
-    """The rules of an hba file, in order, and the lines that were skipped (with why).
+    """The rules of an hba file, in order, and what to warn about: the lines that were
+    skipped (with why) and rules kept despite a flaw (an address with bits outside its mask).
 
     PgBouncer skips a line it cannot parse, logs it and goes on, so ``problems`` are for
-    the log; ``parse_hba(strict=True)`` raises the first of them instead.
+    the log; ``parse_hba(strict=True)`` raises the first skipped line instead.
     """
 
     rules: tuple[HbaRule, ...] = ()
