@@ -103,7 +103,7 @@ def test_right_password(method: str, kind: str) -> None:
     assert result.ok is EXPECTED[(method, kind)]
     if not result.ok:
         assert result.step is not None and result.step.error == SASL_FAILED
-        assert result.step.detail == "stored secret is an md5 hash"
+        assert result.step.detail == "SCRAM authentication failed: user has MD5 secret"
 
 
 @pytest.mark.parametrize(("method", "kind"), sorted(EXPECTED))
@@ -141,7 +141,7 @@ def test_effective_method_and_requests() -> None:
     md5 = ClientAuthenticator("md5", USER, SECRETS["plain"], salt_source=lambda n: b"\x01" * n)
     assert md5.start() == wire.auth_request(5, b"\x01\x01\x01\x01")
     assert ClientAuthenticator("plain", USER, "x").start() == b"R\x00\x00\x00\x08\x00\x00\x00\x03"
-    assert ClientAuthenticator("trust", USER, None).start() == b"R\x00\x00\x00\x08\x00\x00\x00\x00"
+    assert ClientAuthenticator("trust", USER, "").start() == b"R\x00\x00\x00\x08\x00\x00\x00\x00"
     sasl = ClientAuthenticator("scram-sha-256", USER, "x").start()
     assert sasl == wire.auth_request(10, b"SCRAM-SHA-256\x00\x00")
 
@@ -258,27 +258,74 @@ def _r(code: int, data: bytes = b"") -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("password", "auth_request", "fragment"),
+    ("password", "auth_request", "log", "client"),
     [
-        (None, _r(3), "no password is configured"),
-        (None, _r(5, b"salt"), "no password is configured"),
-        (None, _r(10, b"SCRAM-SHA-256\x00\x00"), "no password is configured"),
-        (md5_hash(USER, "x"), _r(3), "only a hashed secret"),
-        (SECRETS["scram"], _r(5, b"salt"), "only a SCRAM secret"),
-        (md5_hash(USER, "x"), _r(10, b"SCRAM-SHA-256\x00\x00"), "only an md5 hash"),
-        (SECRETS["scram"], _r(10, b"SCRAM-SHA-256\x00\x00"), "did not provide SCRAM keys"),
-        ("pw", _r(10, b"SCRAM-SHA-256-PLUS\x00\x00"), "no supported SASL mechanism"),
-        ("pw", _r(7), "GSSAPI"),
-        ("pw", _r(9), "SSPI"),
-        ("pw", _r(2), "KerberosV5"),
-        ("pw", _r(99), "code 99"),
-        ("pw", _r(11, b"r=x"), "without a SASL exchange"),
-        ("pw", b"\x00", "truncated"),
+        # PgBouncer's log lines, and what it sends the clients waiting for the pool
+        (SECRETS["scram"], _r(5, b"salt"), "cannot do MD5 authentication: wrong password type",
+         "server login failed: wrong password type"),
+        (md5_hash(USER, "x"), _r(10, b"SCRAM-SHA-256\x00\x00"),
+         "cannot do SCRAM authentication: wrong password type",
+         "server login failed: wrong password type"),
+        (SECRETS["scram"], _r(10, b"SCRAM-SHA-256\x00\x00"),
+         "cannot do SCRAM authentication: password is SCRAM secret but client authentication "
+         "did not provide SCRAM keys", "server login failed: wrong password type"),
+        ("pw", _r(10, b"SCRAM-SHA-256-PLUS\x00\x00"),
+         "none of the server's SASL authentication mechanisms are supported",
+         "server login failed: none of the server's SASL authentication mechanisms are "
+         "supported"),
+        ("pw", _r(7), "unknown/unsupported auth method: 7", None),
+        ("pw", _r(9), "unknown/unsupported auth method: 9", None),
+        ("pw", _r(2), "unknown/unsupported auth method: 2", None),
+        ("pw", _r(99), "unknown/unsupported auth method: 99", None),
+        ("pw", _r(11, b"r=x"),
+         "protocol error: AuthenticationSASLContinue without prior AuthenticationSASL", None),
+        ("pw", _r(12, b"v=x"),
+         "protocol error: AuthenticationSASLFinal without prior AuthenticationSASLContinue",
+         None),
+        ("pw", b"\x00", "authentication request is truncated", None),
+        ("pw", _r(5, b"sal"), "MD5 authentication request has a bad salt", None),
     ],
 )
-def test_server_login_errors(password: str | None, auth_request: bytes, fragment: str) -> None:
-    with pytest.raises(AuthError, match=fragment):
+def test_server_login_errors(password: str | None, auth_request: bytes, log: str,
+                             client: str | None) -> None:
+    with pytest.raises(AuthError) as err:
         ServerLogin(USER, password).receive(auth_request)
+    assert str(err.value) == log
+    assert err.value.client_message == client
+
+
+def test_server_login_sends_any_secret_as_cleartext() -> None:
+    """PgBouncer sends whatever auth_file holds when asked for cleartext; the server judges."""
+    for secret in (md5_hash(USER, "x"), SECRETS["scram"], "plain pw"):
+        assert ServerLogin(USER, secret).receive(_r(3)) == wire.password_message(
+            secret.encode() + b"\x00")
+
+
+def test_server_login_without_password_tries_an_empty_one() -> None:
+    login = ServerLogin(USER, None)
+    assert login.missing_password
+    assert login.receive(_r(3)) == wire.password_message(b"\x00")
+    salt = b"salt"
+    inner = hashlib.md5(USER.encode()).hexdigest()  # md5("" + user)
+    expected = "md5" + hashlib.md5(inner.encode() + salt).hexdigest()
+    assert ServerLogin(USER, None).receive(_r(5, salt)) == wire.password_message(
+        expected.encode() + b"\x00")
+    first = ServerLogin(USER, None, nonce="abc").receive(_r(10, b"SCRAM-SHA-256\x00\x00"))
+    assert first is not None and first.endswith(b"n,,n=alice,r=abc")
+    assert not ServerLogin(USER, "").missing_password
+
+
+def test_server_login_protocol_errors_in_sasl_order() -> None:
+    login = ServerLogin(USER, PASSWORD, nonce="abc")
+    assert login.receive(_r(10, b"SCRAM-SHA-256\x00\x00")) is not None
+    with pytest.raises(AuthError, match="duplicate AuthenticationSASL message from server"):
+        login.receive(_r(10, b"SCRAM-SHA-256\x00\x00"))
+    with pytest.raises(AuthError, match="without prior AuthenticationSASLContinue"):
+        login.receive(_r(12, b"v=AAAA"))
+    salt = base64.b64encode(SALT16).decode()
+    assert login.receive(_r(11, f"r=abcSRV,s={salt},i=4096".encode())) is not None
+    with pytest.raises(AuthError, match="received second AuthenticationSASLContinue"):
+        login.receive(_r(11, f"r=abcSRV,s={salt},i=4096".encode()))
 
 
 def test_server_login_cleartext_and_ok() -> None:
@@ -298,8 +345,10 @@ def test_server_login_rejects_bad_server_signature() -> None:
     (_, cont), = split_messages(auth.receive(b"p", first[5:]).send)
     assert login.receive(cont) is not None
     forged = _r(12, b"v=" + base64.b64encode(b"\x00" * 32))
-    with pytest.raises(AuthError, match="signature"):
+    with pytest.raises(AuthError) as err:
         login.receive(forged)
+    assert str(err.value) == "invalid server signature"
+    assert err.value.client_message == "server login failed: invalid server signature"
 
 
 def test_every_combination_counted() -> None:

@@ -1,7 +1,29 @@
 """Sans-IO authentication exchanges: clients logging in to pgmux, pgmux logging in to servers."""
 
-from pgmux.auth.client import ServerLogin
-from pgmux.auth.errors import AuthError
+from pgmux.auth.cert import CERT_FAILED, cert_common_names, cert_matches_name, check_cert
+from pgmux.auth.client import WRONG_PASSWORD_TYPE, ServerLogin
+from pgmux.auth.errors import ANSWER_FAILED, AuthError
+from pgmux.auth.hba import (
+    REPLICATION_LOGICAL,
+    REPLICATION_NONE,
+    REPLICATION_PHYSICAL,
+    HbaFile,
+    HbaRule,
+    load_hba,
+    match_hba,
+    parse_hba,
+    parse_replication,
+)
+from pgmux.auth.ident import (
+    PEER_REJECTED,
+    IdentFile,
+    IdentMapping,
+    LocalDecision,
+    check_peer,
+    ident_allows,
+    load_ident,
+    parse_ident,
+)
 from pgmux.auth.passwords import (
     ScramKeys,
     ScramSecret,
@@ -17,6 +39,7 @@ from pgmux.auth.passwords import (
 from pgmux.auth.server import (
     METHODS,
     SASL_FAILED,
+    TRUST_FAILED,
     AuthStep,
     ClientAuthenticator,
     Outcome,
@@ -24,21 +47,45 @@ from pgmux.auth.server import (
 )
 
 __all__ = [
+    "ANSWER_FAILED",
+    "CERT_FAILED",
     "METHODS",
+    "PEER_REJECTED",
+    "REPLICATION_LOGICAL",
+    "REPLICATION_NONE",
+    "REPLICATION_PHYSICAL",
     "SASL_FAILED",
+    "TRUST_FAILED",
+    "WRONG_PASSWORD_TYPE",
     "AuthError",
     "AuthStep",
     "ClientAuthenticator",
+    "HbaFile",
+    "HbaRule",
+    "IdentFile",
+    "IdentMapping",
+    "LocalDecision",
     "Outcome",
     "ScramKeys",
     "ScramSecret",
     "ServerLogin",
+    "cert_common_names",
+    "cert_matches_name",
+    "check_cert",
+    "check_peer",
+    "ident_allows",
     "is_md5_secret",
+    "load_hba",
+    "load_ident",
     "is_scram_secret",
     "make_scram_secret",
     "md5_hash",
     "md5_response",
     "md5_verify",
+    "match_hba",
+    "parse_hba",
+    "parse_ident",
+    "parse_replication",
     "parse_scram_secret",
     "password_failed",
     "verify_cleartext",

@@ -21,13 +21,27 @@ from pgmux.auth.passwords import (
     xor_bytes,
 )
 
+WRONG_PASSWORD_TYPE = "server login failed: wrong password type"
+
 
 class ServerLogin:
     """One server login exchange, fed the bodies of the server's 'R' messages; no I/O.
 
-    ``password`` may be plain, an md5 hash (good for md5 only) or a SCRAM verifier (good for
-    SCRAM only, and only with ``scram_keys`` taken from the client's own SCRAM login to
-    pgmux, as PgBouncer does).
+    ``password`` is the auth_file (or [databases]) secret, as PgBouncer uses it:
+
+    ============  ============================  ======================  =====================
+    secret        cleartext request             md5 request             SCRAM-SHA-256
+    ============  ============================  ======================  =====================
+    plain         sent                          hashed with the salt    computed from it
+    md5 hash      sent as it is (the server     answers the challenge   "wrong password type"
+                  then refuses it)              directly
+    SCRAM secret  sent as it is (refused)       "wrong password type"   only with
+                                                                        ``scram_keys`` from
+                                                                        the client's own
+                                                                        SCRAM login
+    none (None)   as an empty password, as PgBouncer does; the server's refusal is what
+                  the client sees (``missing_password`` tells the log why)
+    ============  ============================  ======================  =====================
     """
 
     def __init__(
@@ -43,8 +57,14 @@ class ServerLogin:
         self.scram_keys = scram_keys
         self._nonce = nonce
         self._scram: Any = None  # scramp ScramClient, or _KeysScramClient
+        self._server_first_seen = False
         self.done = False  # True once AuthenticationOk arrived
         self.method: str | None = None  # what the server asked for, for logs
+
+    @property
+    def missing_password(self) -> bool:
+        """True when no password is configured and an empty one is being tried."""
+        return self.password is None
 
     def receive(self, auth_message_body: bytes) -> bytes | None:
         """Handle one 'R' body; return the 'p' message to send, or None. Raises AuthError."""
@@ -59,16 +79,10 @@ class ServerLogin:
             return None
         if code == wire.AUTH_CLEARTEXT:
             self.method = "cleartext"
-            return wire.password_message(wire.cstring(self._plain("a cleartext password")))
+            return wire.password_message(wire.cstring(self._secret()))
         if code == wire.AUTH_MD5:
             self.method = "md5"
-            if len(data) != 4:
-                raise AuthError("MD5 authentication request has a bad salt")
-            secret = self._required("an MD5 password")
-            if parse_scram_secret(secret) is not None:
-                raise AuthError(f"server asked for an MD5 password but only a SCRAM secret "
-                                f"is known for user \"{self.user}\"")
-            return wire.password_message(wire.cstring(md5_response(self.user, secret, data)))
+            return self._md5(data)
         if code == wire.AUTH_SASL:
             self.method = "scram-sha-256"
             return self._sasl_start(data)
@@ -77,22 +91,20 @@ class ServerLogin:
         if code == wire.AUTH_SASL_FINAL:
             self._sasl_final(data)
             return None
-        name = wire.AUTH_CODE_NAMES.get(code, "unknown")
-        raise AuthError(f"unsupported authentication method requested by server: "
-                        f"{name} (code {code})")
+        raise AuthError(f"unknown/unsupported auth method: {code}")
 
-    def _required(self, what: str) -> str:
-        if self.password is None:
-            raise AuthError(f"server asked for {what} but no password is configured "
-                            f"for user \"{self.user}\"")
-        return self.password
+    def _secret(self) -> str:
+        # NOTE: PgBouncer keeps an empty password for a user without one and sends it.
+        return self.password if self.password is not None else ""
 
-    def _plain(self, what: str) -> str:
-        secret = self._required(what)
-        if is_md5_secret(secret) or parse_scram_secret(secret) is not None:
-            raise AuthError(f"server asked for {what} but only a hashed secret is known "
-                            f"for user \"{self.user}\"")
-        return secret
+    def _md5(self, salt: bytes) -> bytes:
+        if len(salt) != 4:
+            raise AuthError("MD5 authentication request has a bad salt")
+        secret = self._secret()
+        if parse_scram_secret(secret) is not None:
+            raise AuthError("cannot do MD5 authentication: wrong password type",
+                            WRONG_PASSWORD_TYPE)
+        return wire.password_message(wire.cstring(md5_response(self.user, secret, salt)))
 
     def _sasl_start(self, data: bytes) -> bytes:
         try:
@@ -100,16 +112,19 @@ class ServerLogin:
         except ValueError as exc:
             raise AuthError(f"bad SASL mechanism list: {exc}") from None
         if wire.SCRAM_SHA_256 not in mechanisms:
-            raise AuthError(f"server offers no supported SASL mechanism "
-                            f"(offered: {', '.join(mechanisms) or 'none'})")
-        secret = self._required("a SCRAM-SHA-256 password")
+            text = "none of the server's SASL authentication mechanisms are supported"
+            raise AuthError(text, f"server login failed: {text}")
+        secret = self._secret()
         if is_md5_secret(secret):
-            raise AuthError(f"cannot do SCRAM authentication: only an md5 hash is known "
-                            f"for user \"{self.user}\"")
+            raise AuthError("cannot do SCRAM authentication: wrong password type",
+                            WRONG_PASSWORD_TYPE)
+        if self._scram is not None:
+            raise AuthError("protocol error: duplicate AuthenticationSASL message from server")
         if parse_scram_secret(secret) is not None:
             if self.scram_keys is None:
                 raise AuthError("cannot do SCRAM authentication: password is SCRAM secret but "
-                                "client authentication did not provide SCRAM keys")
+                                "client authentication did not provide SCRAM keys",
+                                WRONG_PASSWORD_TYPE)
             self._scram = _KeysScramClient(self.scram_keys, self._nonce)
         else:
             try:
@@ -124,7 +139,12 @@ class ServerLogin:
 
     def _sasl_continue(self, data: bytes) -> bytes:
         if self._scram is None:
-            raise AuthError("SASL continue without a SASL exchange")
+            raise AuthError("protocol error: AuthenticationSASLContinue without prior "
+                            "AuthenticationSASL")
+        if self._server_first_seen:
+            raise AuthError("SCRAM exchange protocol error: received second "
+                            "AuthenticationSASLContinue")
+        self._server_first_seen = True
         try:
             self._scram.set_server_first(data.decode("utf-8"))
             final = str(self._scram.get_client_final())
@@ -133,12 +153,14 @@ class ServerLogin:
         return wire.password_message(final.encode("utf-8"))
 
     def _sasl_final(self, data: bytes) -> None:
-        if self._scram is None:
-            raise AuthError("SASL final without a SASL exchange")
+        if self._scram is None or not self._server_first_seen:
+            raise AuthError("protocol error: AuthenticationSASLFinal without prior "
+                            "AuthenticationSASLContinue")
         try:
             self._scram.set_server_final(data.decode("utf-8"))
-        except (ScramException, UnicodeDecodeError, ValueError) as exc:
-            raise AuthError(f"server's SCRAM signature is invalid: {exc}") from None
+        except (ScramException, UnicodeDecodeError, ValueError):
+            raise AuthError("invalid server signature",
+                            "server login failed: invalid server signature") from None
 
 
 class _KeysScramClient:

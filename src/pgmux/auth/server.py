@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import functools
 import hmac
 import os
 from collections.abc import Callable
@@ -28,11 +29,31 @@ SQLSTATE_INVALID_PASSWORD = "28P01"
 SQLSTATE_PROTOCOL_VIOLATION = "08P01"
 
 SASL_FAILED = "SASL authentication failed"
+TRUST_FAILED = '"trust" authentication failed'  # PgBouncer: trust for a user not in auth_file
+
+# NOTE: one key per process makes the fake SCRAM salt of an unknown user, and the salt of a
+# verifier derived from a plain-text secret, the same on every attempt (as PostgreSQL's
+# mock authentication does with its cluster nonce): a changing salt would tell a client
+# which user names exist.
+_PROCESS_KEY = os.urandom(32)
 
 
 def password_failed(user: str) -> str:
-    """PgBouncer's (and PostgreSQL's) text for a wrong password."""
+    """The text for a wrong password (PostgreSQL's; PgBouncer says only the part before
+    "for user", with SQLSTATE 08P01)."""
     return f'password authentication failed for user "{user}"'
+
+
+def stable_salt(key: bytes, user: str, length: int = 16) -> bytes:
+    """A SCRAM salt that depends only on ``key`` and the user name."""
+    return hmac.digest(key, b"pgmux scram salt\x00" + user.encode("utf-8"), "sha256")[:length]
+
+
+@functools.lru_cache(maxsize=1024)
+def _derived_verifier(password: str, salt: bytes, iterations: int) -> ScramSecret:
+    """The verifier of a plain-text secret, computed once per (password, salt, iterations)
+    as PgBouncer 1.25 caches its ad hoc SCRAM secrets."""
+    return make_scram_secret(password, salt, iterations)
 
 
 class Outcome(enum.Enum):
@@ -73,9 +94,12 @@ class ClientAuthenticator:
     """One client's login exchange, fed the client's 'p' messages; no I/O.
 
     Follows PgBouncer: with method ``md5`` and a SCRAM secret stored, SCRAM is used instead;
-    with ``scram-sha-256`` a plain secret works (a verifier is derived on the fly) but an md5
-    secret cannot. An unknown user (``secret`` None) goes through the same exchange and fails
-    at the end, so the answer does not reveal which user names exist.
+    with ``scram-sha-256`` a plain secret works (a verifier is derived from it) but an md5
+    secret cannot. An empty secret never matches. An unknown user (``secret`` None) goes
+    through the same exchange and fails at the end with the wrong-password answer: the md5
+    salt is random as always, and SCRAM shows a fake salt that stays the same for that
+    user name (``mock_key``), so the answer does not reveal which user names exist.
+    With ``trust`` an unknown user is refused at once (``TRUST_FAILED``), as in PgBouncer.
     """
 
     def __init__(
@@ -87,6 +111,7 @@ class ClientAuthenticator:
         salt_source: Callable[[int], bytes] = os.urandom,
         nonce_source: Callable[[], str] | None = None,
         scram_iterations: int = 4096,
+        mock_key: bytes = _PROCESS_KEY,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"unsupported auth method {method!r} (expected one of {METHODS})")
@@ -95,6 +120,7 @@ class ClientAuthenticator:
         self._salt_source = salt_source
         self._nonce_source = nonce_source
         self._scram_iterations = scram_iterations
+        self._mock_key = mock_key
         self.method = self._effective_method(method, secret)
         self._state = _State.NEW
         self._md5_salt = b""
@@ -118,11 +144,20 @@ class ClientAuthenticator:
 
     def start(self) -> bytes:
         """The first Authentication request to send (AuthenticationOk for trust)."""
+        return self.start_step().send
+
+    def start_step(self) -> AuthStep:
+        """Like ``start`` but says what happens: CONTINUE (wait for the client's answer),
+        OK (trust) or FAILED (trust for an unknown user: send the error and close)."""
         if self._state is not _State.NEW:
             raise RuntimeError("start() called twice")
         if self.method == "trust":
-            self._state = _State.DONE
-            return wire.auth_request(wire.AUTH_OK)
+            if self.secret is None:
+                return self._fail(TRUST_FAILED, SQLSTATE_PROTOCOL_VIOLATION, "no such user")
+            return self._succeed(b"")
+        return AuthStep(Outcome.CONTINUE, self._request())
+
+    def _request(self) -> bytes:
         if self.method == "plain":
             self._state = _State.WAIT_PASSWORD
             return wire.auth_request(wire.AUTH_CLEARTEXT)
@@ -158,6 +193,8 @@ class ClientAuthenticator:
         answer, _ = wire.read_cstring(body)
         if self.secret is None:
             return self._fail(password_failed(self.user), detail="no such user")
+        if not self.secret:
+            return self._fail(password_failed(self.user), detail="empty password in auth_file")
         if self.method == "plain":
             good = verify_cleartext(self.user, self.secret, answer)
         else:
@@ -171,18 +208,22 @@ class ClientAuthenticator:
     def _verifier(self) -> tuple[ScramSecret, str | None]:
         """The verifier to check against, and why the exchange must fail anyway (or None)."""
         secret = self.secret
-        if secret is not None:
+        salt = stable_salt(self._mock_key, self.user)
+        if secret:
             stored = parse_scram_secret(secret)
             if stored is not None:
                 return stored, None
             if not is_md5_secret(secret):
-                return make_scram_secret(secret, self._salt_source(16),
-                                         self._scram_iterations), None
-        # NOTE: a dummy verifier keeps the exchange looking normal; it can never match.
-        reason = "no such user" if secret is None else "stored secret is an md5 hash"
-        dummy = make_scram_secret(self._salt_source(16).hex(), self._salt_source(16),
-                                  self._scram_iterations)
-        return dummy, reason
+                return _derived_verifier(secret, salt, self._scram_iterations), None
+        if secret is None:
+            reason = "no such user"
+        elif not secret:
+            reason = "empty password in auth_file"
+        else:
+            reason = "SCRAM authentication failed: user has MD5 secret"
+        # NOTE: a mock verifier keeps the exchange looking normal; its keys match nothing
+        # (all zero, as PostgreSQL's), and _sasl_response refuses a doomed login anyway.
+        return ScramSecret(self._scram_iterations, salt, bytes(32), bytes(32)), reason
 
     def _sasl_initial(self, body: bytes) -> AuthStep:
         mechanism, data = wire.read_sasl_initial_response(body)
