@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -196,6 +197,78 @@ def test_sigterm_reaches_the_command_and_poolers_stop_after_it(pg: EmbeddedPostg
     assert not _listening(_port(url))
     with pytest.raises(ProcessLookupError):
         os.kill(pooler_pid, 0)
+
+
+# Reports its pid, then sleeps; exits 0 on SIGTERM.
+SLEEPING_CHILD = r"""
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+print("ready", os.getpid(), flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+def _start_sleeping(pg: EmbeddedPostgres) -> tuple[subprocess.Popen[str], int, int]:
+    """wrap running SLEEPING_CHILD: (wrap, its pooler's pid, the command's pid)."""
+    env = dict(os.environ, DATABASE_URL=pg.url, PGMUX_LOG_CONNECTIONS="0")
+    proc = subprocess.Popen([*WRAP, "--", sys.executable, "-c", SLEEPING_CHILD], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    pooler_pid = None
+    for line in proc.stdout:
+        found = re.search(r"\(pooler pid (\d+)\)", line)
+        if found:
+            pooler_pid = int(found.group(1))
+        if line.startswith("ready "):
+            assert pooler_pid is not None
+            return proc, pooler_pid, int(line.split()[1])
+    proc.wait(timeout=30)
+    raise AssertionError("wrap did not start its child")
+
+
+def _gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_pooler_dying_stops_the_command_and_wrap_exits_1(pg: EmbeddedPostgres) -> None:
+    proc, pooler_pid, cmd_pid = _start_sleeping(pg)
+    assert proc.stdout is not None
+    try:
+        os.kill(pooler_pid, signal.SIGKILL)
+        rest = proc.stdout.read()
+        # NOTE: the command exits 0 on the SIGTERM wrap sends it; wrap still reports failure.
+        assert proc.wait(timeout=30) == 1, rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    assert re.search(r"the pooler for DATABASE_URL exited .*stopping the command", rest), rest
+    assert _gone(cmd_pid, 5)
+
+
+def test_poolers_shut_down_when_wrap_is_killed(pg: EmbeddedPostgres) -> None:
+    proc, pooler_pid, cmd_pid = _start_sleeping(pg)
+    assert proc.stdout is not None
+    try:
+        proc.kill()  # NOTE: SIGKILL: wrap cannot stop anything; the lifeline's EOF must
+        proc.wait(timeout=30)
+        assert _gone(pooler_pid, 15), "the pooler outlived wrap"
+    finally:
+        proc.stdout.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pooler_pid, signal.SIGKILL)
+        # NOTE: the command is wrap's child, not the pooler's: nothing stops it but us.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(cmd_pid, signal.SIGKILL)
 
 
 def test_disabled_runs_the_command_unchanged(tmp_path: Path) -> None:
