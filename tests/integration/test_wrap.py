@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from pgmux.cli import wrap
 from pgmux.cli.main import build_parser, main
+from pgmux.cli.wrap import environment, plan
 from pgmux.embedded import EmbeddedPostgres
 
 WRAP = [sys.executable, "-m", "pgmux", "wrap"]
@@ -318,7 +318,7 @@ def test_pooler_that_cannot_start_fails_without_running_the_command(
     busy.bind(("127.0.0.1", 0))
     busy.listen()
     port = busy.getsockname()[1]
-    monkeypatch.setattr(wrap, "_free_port", lambda taken: port)
+    monkeypatch.setattr(plan, "_free_port", lambda taken: port)
     monkeypatch.setenv("DATABASE_URL", pg.url)
     try:
         assert _wrap(marker, "-q") == 1
@@ -333,13 +333,13 @@ def test_pooler_that_cannot_start_fails_without_running_the_command(
 
 def test_url_var_names_precedence() -> None:
     env = {"PGMUX_URLS": "A_URL", "PGBOUNCER_URLS": "B_URL C_URL"}
-    assert wrap.url_var_names(["X", "Y,Z"], env) == ["X", "Y", "Z"]
-    assert wrap.url_var_names(None, env) == ["A_URL"]
-    assert wrap.url_var_names(None, {"PGBOUNCER_URLS": " B_URL  C_URL B_URL"}) == [
+    assert environment.url_var_names(["X", "Y,Z"], env) == ["X", "Y", "Z"]
+    assert environment.url_var_names(None, env) == ["A_URL"]
+    assert environment.url_var_names(None, {"PGBOUNCER_URLS": " B_URL  C_URL B_URL"}) == [
         "B_URL", "C_URL"]
-    assert wrap.url_var_names(None, {"PGMUX_URLS": "  "}) == ["DATABASE_URL"]
-    with pytest.raises(wrap.WrapError):
-        wrap.url_var_names(["not-a-name"], {})
+    assert environment.url_var_names(None, {"PGMUX_URLS": "  "}) == ["DATABASE_URL"]
+    with pytest.raises(environment.WrapError):
+        environment.url_var_names(["not-a-name"], {})
 
 
 def test_parser_splits_url_vars_from_the_command() -> None:
@@ -350,13 +350,13 @@ def test_parser_splits_url_vars_from_the_command() -> None:
 
 
 def test_settings_from_env_pgmux_wins_and_values_are_checked() -> None:
-    got = wrap.settings_from_env({"PGBOUNCER_POOL_MODE": "session", "PGMUX_POOL_MODE": "",
-                                  "PGBOUNCER_STATS_PERIOD": "30",
-                                  "PGMUX_DEFAULT_POOL_SIZE": "auto"})
+    got = environment.settings_from_env({"PGBOUNCER_POOL_MODE": "session", "PGMUX_POOL_MODE": "",
+                                         "PGBOUNCER_STATS_PERIOD": "30",
+                                         "PGMUX_DEFAULT_POOL_SIZE": "auto"})
     assert got == {"pool_mode": "session", "default_pool_size": "auto",
                    "reserve_pool_size": "1", "stats_period": "30"}
-    with pytest.raises(wrap.WrapError, match="PGBOUNCER_MAX_CLIENT_CONN"):
-        wrap.settings_from_env({"PGBOUNCER_MAX_CLIENT_CONN": "lots"})
+    with pytest.raises(environment.WrapError, match="PGBOUNCER_MAX_CLIENT_CONN"):
+        environment.settings_from_env({"PGBOUNCER_MAX_CLIENT_CONN": "lots"})
 
 
 def test_pooled_url_keeps_credentials_and_drops_the_server_hop() -> None:
@@ -364,8 +364,8 @@ def test_pooled_url_keeps_credentials_and_drops_the_server_hop() -> None:
 
     url = "postgres://us%40er:p%40ss%3Aw@db.example.com:5433/my%20db?sslmode=require&pool=5"
     db = config_from_url(url).databases["my db"]
-    assert wrap.pooled_url(url, db, 6001) == (
+    assert plan.pooled_url(url, db, 6001) == (
         "postgres://us%40er:p%40ss%3Aw@127.0.0.1:6001/my%20db?pool=5")
-    ini = wrap.render_ini(db, config_from_url(url).settings, {}, 6001, "DATABASE_URL")
+    ini = plan.render_ini(db, config_from_url(url).settings, {}, 6001, "DATABASE_URL")
     assert "\"my db\" = host='db.example.com' port='5433' dbname='my db'" in ini
     assert "server_tls_sslmode = require" in ini
