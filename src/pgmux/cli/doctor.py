@@ -157,10 +157,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         _INFO_EPILOG,
     )
     _add(sub, "ps", "one row per session (this command's own excluded)", cmd_ps)
-
     kill = _add(sub, "kill", "terminate backends by pid", cmd_kill, _KILL_EPILOG)
     kill.add_argument("pids", metavar="PID", type=_positive, nargs="+", help="backend pid")
+    _add_killall(sub)
+    _add_doctor(sub)
+    _add_plan(sub)
 
+
+def _add_killall(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     killall = _add(
         sub, "killall", "terminate the backends matching filters", cmd_killall, _KILLALL_EPILOG
     )
@@ -183,6 +187,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     killall.add_argument("--dry-run", action="store_true", help="list the matches only")
     killall.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
+
+def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     doctor = _add(
         sub, "doctor", "diagnose connection use and advise on pooling", cmd_doctor, _DOCTOR_EPILOG
     )
@@ -216,6 +222,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="this many connections from one client address suggest no pool (default 10)",
     )
 
+
+def _add_plan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     planner = _add(
         sub,
         "plan",
