@@ -108,6 +108,20 @@ def test_pools_clients_servers_are_derived(pgmux: Pgmux) -> None:
         assert row["pool_mode"] == "transaction"
 
 
+def test_prepared_statements_column_counts_client_names_and_server_statements(
+        pgmux: Pgmux) -> None:
+    with psycopg.connect(pgmux.dsn(application_name="preparer"), autocommit=True) as app:
+        for q in ("select %s::int", "select %s::text", "select %s::int"):
+            app.execute(q, (1,), prepare=True)  # NOTE: two statements, the first used twice
+        clients = [r for r in rows(pgmux, "SHOW CLIENTS")
+                   if r["application_name"] == "preparer"]
+        servers = [r for r in rows(pgmux, "SHOW SERVERS") if r["database"] == "postgres"]
+        assert [c["prepared_statements"] for c in clients] == [2]
+        assert sum(s["prepared_statements"] for s in servers) == 2
+        sockets = [r for r in rows(pgmux, "SHOW SOCKETS") if r["ptr"] == clients[0]["ptr"]]
+        assert [(r["pkt_avail"], r["send_avail"]) for r in sockets] == [(0, 0)]
+
+
 def test_100_transactions_count(pgmux_factory: PgmuxFactory) -> None:
     pgmux = pgmux_factory({"stats_period": 1})
 

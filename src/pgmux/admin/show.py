@@ -3,6 +3,7 @@ all derived from the pool cores, the config and the counters at the time of aski
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import sys
 import time
@@ -20,7 +21,9 @@ from pgmux.stats.counters import Counters
 
 if TYPE_CHECKING:
     from pgmux.pool.pool import Pool
+    from pgmux.proxy.client import ClientConnection
     from pgmux.proxy.pooler import Pooler
+    from pgmux.proxy.server import ServerConnection
 
 Row = tuple[Any, ...]
 
@@ -125,25 +128,13 @@ def _tls_info(transport: Any) -> str:
     return f"{obj.version()}/{cipher[0] if cipher else ''}"
 
 
-def _prepared(conn: Any) -> int:
-    """Named prepared statements a client made, or a server holds (tracking mode)."""
-    stmts = getattr(conn, "stmts", None)
-    held = getattr(stmts, "prepared", stmts)
-    try:
-        return len(held) if held is not None else 0
-    except TypeError:
-        return 0
+def _unsent(transport: asyncio.Transport | None) -> int:
+    """Bytes written to ``transport`` and not yet taken by the socket."""
+    return transport.get_write_buffer_size() if transport is not None else 0
 
 
-def _buffers(conn: Any) -> tuple[int, int]:
-    framer = getattr(conn, "framer", None)
-    pending = framer.buffered if framer is not None else 0
-    transport = conn.transport
-    sending = transport.get_write_buffer_size() if transport is not None else 0
-    return pending, sending
-
-
-def client_row(pooler: Pooler, client: Any, state: str, now: float, debug: bool) -> Row:
+def client_row(pooler: Pooler, client: ClientConnection, state: str, now: float,
+               debug: bool) -> Row:
     if state == "active" and client.server is None:
         state = "idle"
     waited = now - client.wait_start if client.client_state is ClientState.WAITING else 0.0
@@ -157,10 +148,9 @@ def client_row(pooler: Pooler, client: Any, state: str, now: float, debug: bool)
         _stamp(client.connect_time), _stamp(client.request_time), wait_s, wait_us, 0,
         _ptr(client), _ptr(client.server), peer_pid(client.transport) if unix else 0,
         _tls_info(client.transport), client.params.get("application_name", ""),
-        _prepared(client), client.ident)
+        0 if client.stmts is None else len(client.stmts), client.ident)
     if debug:
-        pending, sending = _buffers(client)
-        row += (0, 0, 0, 0, 0, pending, sending)
+        row += (0, 0, 0, 0, 0, client.framer.buffered, _unsent(client.transport))
     return row
 
 
@@ -169,7 +159,7 @@ _SERVER_STATE = {ServerState.ACTIVE: "active", ServerState.IDLE: "idle",
                  ServerState.LOGIN: "new"}
 
 
-def server_row(pooler: Pooler, server: Any, state: str, debug: bool) -> Row:
+def server_row(pooler: Pooler, server: ServerConnection, state: str, debug: bool) -> Row:
     pool = server.pool
     transport = server.transport
     peer = transport.get_extra_info("peername") if transport is not None else None
@@ -188,10 +178,12 @@ def server_row(pooler: Pooler, server: Any, state: str, debug: bool) -> Row:
         "S", pool.server_user, pool.name, "none", state, addr, port, laddr, lport,
         _stamp(server.connect_time), _stamp(server.request_time), 0, 0,
         int(bool(server.close_needed)), _ptr(server), _ptr(link), server.pid,
-        _tls_info(transport), app, _prepared(server), server.ident)
+        _tls_info(transport), app, 0 if server.stmts is None else len(server.stmts.prepared),
+        server.ident)
     if debug:
-        pending, sending = _buffers(server)
-        row += (0, 0, 0, 0, 0, pending, sending)
+        # NOTE: pkt_avail 0: a server has no Framer, and its BackendScanner does not tell how
+        # many bytes it holds back.
+        row += (0, 0, 0, 0, 0, 0, _unsent(transport))
     return row
 
 

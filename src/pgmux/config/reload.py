@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from pgmux.config.model import Config
+from pgmux.config.settings import PgmuxSettings, Settings
 
 # Settings PgBouncer reads only at startup: on RELOAD a change is logged and ignored.
 NOT_RELOADABLE: frozenset[str] = frozenset({
@@ -62,6 +63,7 @@ class ConfigDiff:
 
 
 _V = TypeVar("_V")
+_S = TypeVar("_S", Settings, PgmuxSettings)
 
 
 def _compare(old: Mapping[str, _V], new: Mapping[str, _V]) -> tuple[
@@ -72,9 +74,9 @@ def _compare(old: Mapping[str, _V], new: Mapping[str, _V]) -> tuple[
     return added, removed, changed
 
 
-def _field_changes(old: object, new: object) -> tuple[str, ...]:
+def _field_changes(old: _S, new: _S) -> tuple[str, ...]:
     return tuple(sorted(
-        f.name for f in dataclasses.fields(old)  # type: ignore[arg-type]
+        f.name for f in dataclasses.fields(old)
         if getattr(old, f.name) != getattr(new, f.name)
     ))
 

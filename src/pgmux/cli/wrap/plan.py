@@ -122,9 +122,10 @@ def _connstr(db: DatabaseConfig, *, dbname: str | None, pool_size_auto: bool,
     pairs.append(("port", str(db.port)))
     if dbname is not None:
         pairs.append(("dbname", dbname))
-    for key in ("user", "password", "application_name", "client_encoding", "timezone",
-                "datestyle"):
-        value = getattr(db, key)
+    for key, value in (("user", db.user), ("password", db.password),
+                       ("application_name", db.application_name),
+                       ("client_encoding", db.client_encoding), ("timezone", db.timezone),
+                       ("datestyle", db.datestyle)):
         if value is not None:
             pairs.append((key, value))
     if pool_size_auto:
