@@ -16,7 +16,7 @@ import time
 
 import psycopg
 
-from tests.admin.test_admin_top import headers_are_whole
+from tests.cli.test_top import headers_are_whole
 from tests.integration.adminutil import wait_for
 from tests.integration.conftest import Pgmux
 
