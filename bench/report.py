@@ -169,7 +169,7 @@ def render_benchmarks(data: dict[str, Any], cases: list[Case], summaries: list[S
     L += [f"Made by `{cmd}` (from the repository root) on {env['date']}, commit "
           f"{env['commit']}; the run took {data['elapsed'] / 60:.1f} min. Each pgbench run lasts "
           f"{args.duration:.0f} s; each row ran {args.rounds} round(s) per pooler, in "
-          "alternation (each round in a rotated order), PostgreSQL direct once. pgmux is "
+          "alternation (each round in a rotated order), PostgreSQL direct once. pgmux builds: "
           f"{_builds(env)}.", ""]
 
     # Ratios
@@ -338,7 +338,7 @@ def render_benchmarks(data: dict[str, Any], cases: list[Case], summaries: list[S
 
 def _builds(env: dict[str, Any]) -> str:
     builds = env.get("builds") or {"pgmux": "build not recorded"}
-    return ", ".join(f"'{LABELS.get(n, n)}' {b}" for n, b in builds.items())
+    return "; ".join(f"'{LABELS.get(n, n)}' {b}" for n, b in builds.items())
 
 
 def _pure_table(cases: list[Case], idx: dict[tuple[str, str], Summary]) -> list[str]:

@@ -132,10 +132,10 @@ class Runner:
         bouncer = b.start_pgbouncer()
         mux = self.start_pgmux("pgmux")
         say(f"PgBouncer pid {bouncer.pid} port {bouncer.port}; "
-            f"pgmux ({mux.build}) pid {mux.pid} port {mux.port}")
+            f"pgmux, {mux.build}, pid {mux.pid} port {mux.port}")
         if self.args.build == "both" and mux.build == COMPILED:
             pure = self.start_pgmux("pgmux-pure")
-            say(f"pgmux pure ({pure.build}) pid {pure.pid} port {pure.port}")
+            say(f"pgmux pure, {pure.build}, pid {pure.pid} port {pure.port}")
             self.poolers = ["pgmux", "pgmux-pure", "pgbouncer"]
         elif self.args.build == "both":
             say(f"!! pgmux runs {mux.build}: no compiled build installed, so no pure twin")
