@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from importlib.abc import MetaPathFinder
 from importlib.machinery import (
     EXTENSION_SUFFIXES,
     SOURCE_SUFFIXES,
@@ -13,8 +11,11 @@ from importlib.machinery import (
     ModuleSpec,
     SourceFileLoader,
 )
-from importlib.util import find_spec
-from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from types import ModuleType
 
 __version__ = "0.1.0"
 
@@ -45,9 +46,13 @@ def pure_requested(environ: Mapping[str, str] = os.environ) -> bool:
     return environ.get("PGMUX_PURE", "") not in ("", "0")
 
 
-class SourceOnlyFinder(MetaPathFinder):
-    """Finds pgmux.* modules as their .py sources only, so that compiled extension modules
-    installed beside them are never loaded."""
+class SourceOnlyFinder:
+    """A meta path finder: pgmux.* modules as their .py sources only, so that compiled extension
+    modules installed beside them are never loaded.
+
+    NOTE: not an importlib.abc.MetaPathFinder subclass: importlib.abc imports
+    importlib.resources, pathlib and tempfile, a cost every `import pgmux` would pay.
+    """
 
     def __init__(self) -> None:
         self._finders: dict[str, FileFinder] = {}
@@ -75,8 +80,6 @@ def stale_sources(package_dir: str) -> list[str]:
             lines = f.read().splitlines()
     except OSError:
         return []
-    import hashlib  # NOTE: only in a source tree with a compiled build
-
     stale = []
     for line in lines:
         rel, size, mtime, digest = line.rsplit(" ", 3)
@@ -85,6 +88,8 @@ def stale_sources(package_dir: str) -> list[str]:
             st = os.stat(path)
             if st.st_size == int(size) and st.st_mtime_ns == int(mtime):
                 continue
+            import hashlib  # NOTE: only when a compiled source's size or time changed
+
             with open(path, "rb") as src:
                 if hashlib.sha256(src.read()).hexdigest() == digest:
                     continue
@@ -111,6 +116,8 @@ def _choose_build() -> None:
 
 def module_is_compiled(name: str) -> bool:
     """True when module `name` is (or would be, when imported) loaded from an extension."""
+    from importlib.util import find_spec
+
     spec = find_spec(name)
     origin = spec.origin if spec is not None else None
     return origin is not None and origin.endswith(tuple(EXTENSION_SUFFIXES))
