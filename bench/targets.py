@@ -238,6 +238,8 @@ class Bench:
         if self.pg is not None:
             self.pg.cleanup()
             self.pg = None
+        # NOTE: ab.py and ceiling.py left their work directories (pooler logs, sockets) behind
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def versions(bin_dir: Path) -> dict[str, str]:
