@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""How close pgmux is to what any Python pooler can do here: PgBouncer, pgmux and a bare
-pass-through pooler (bench/bare_pooler.py, same asyncio.Protocol + uvloop base, no features)
-side by side in one run, in alternation, each round in a rotated order.
+"""How close pgmux is to what any Python pooler can do here: PgBouncer, pgmux (compiled and
+pure Python) and a bare pass-through pooler (bench/bare_pooler.py, same asyncio.Protocol +
+uvloop base, no features) side by side in one run, in alternation, each round in a rotated
+order.
 
     .venv/bin/python bench/ceiling.py                      # -S simple at 16 and 64 clients
     .venv/bin/python bench/ceiling.py --cases S-simple-64,S-simple-16-C --rounds 4
@@ -27,8 +28,6 @@ from targets import Bench, Target, wait_port  # noqa: E402
 
 from pgmux.embedded import free_port  # noqa: E402
 
-LABELS = {"pgbouncer": "PgBouncer", "pgmux": "pgmux", "bare": "bare pooler"}
-
 
 def start_bare(bench: Bench, pg_port: int) -> Target:
     port = free_port()
@@ -50,12 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     bench = sidebyside.start("pgmux-ceiling-")
     try:
-        bench.start_pgmux()
+        labels = {"pgbouncer": "PgBouncer"} | sidebyside.start_builds(bench, args)
         assert bench.pg is not None
         start_bare(bench, bench.pg.port)
-        rows = sidebyside.compare(bench, LABELS, args)
+        labels["bare"] = "bare pooler"
+        rows = sidebyside.compare(bench, labels, args)
         sidebyside.print_table(f"bench/ceiling.py --cases {args.cases} --duration "
-                               f"{args.duration:g} --rounds {args.rounds}", t0, rows)
+                               f"{args.duration:g} --rounds {args.rounds} --build {args.build}",
+                               t0, rows)
     finally:
         bench.close()
     return 0

@@ -13,13 +13,13 @@ from typing import Any
 
 from memory import IdleMemory
 from pgbench import Case
-from profiling import Profile
 from summary import Summary
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN = "<!-- bench/run.py: generated from here -->"
 END = "<!-- bench/run.py: generated up to here -->"
-LABELS = {"pgmux": "pgmux", "pgbouncer": "PgBouncer", "direct": "PostgreSQL direct"}
+LABELS = {"pgmux": "pgmux", "pgmux-pure": "pgmux pure", "pgbouncer": "PgBouncer",
+          "direct": "PostgreSQL direct"}
 
 
 # ---- the machine -----------------------------------------------------------------------------
@@ -169,7 +169,8 @@ def render_benchmarks(data: dict[str, Any], cases: list[Case], summaries: list[S
     L += [f"Made by `{cmd}` (from the repository root) on {env['date']}, commit "
           f"{env['commit']}; the run took {data['elapsed'] / 60:.1f} min. Each pgbench run lasts "
           f"{args.duration:.0f} s; each row ran {args.rounds} round(s) per pooler, in "
-          "alternation (pgmux, PgBouncer, pgmux, PgBouncer, ...), PostgreSQL direct once.", ""]
+          "alternation (each round in a rotated order), PostgreSQL direct once. pgmux builds: "
+          f"{_builds(env)}.", ""]
 
     # Ratios
     L += ["## pgmux / PgBouncer", "",
@@ -200,6 +201,7 @@ def render_benchmarks(data: dict[str, Any], cases: list[Case], summaries: list[S
         rows.append(row)
     L += _table(["row (pgbench ...)", "tps", "p50 latency", "p99 latency",
                  "pooler CPU / txn"], rows)
+    L += _pure_table(cases, idx)
     by_mem = {m.target: m for m in mem}
     if "pgmux" in by_mem and "pgbouncer" in by_mem:
         a_kib, b_kib = by_mem["pgmux"].kib_per_client, by_mem["pgbouncer"].kib_per_client
@@ -303,8 +305,8 @@ def render_benchmarks(data: dict[str, Any], cases: list[Case], summaries: list[S
           f"`max_connections={args.max_connections}`; `pgbench -i -s {args.scale}`.",
           "- PgBouncer and pgmux read the same `pgbouncer.ini` settings (only the port and "
           "socket directory differ); PgBouncer runs as an unprivileged user, pgmux as "
-          f"`python -m pgmux serve pgbouncer.ini` on {env['loop']}. Everything talks TCP over "
-          "127.0.0.1.",
+          f"`python -m pgmux serve pgbouncer.ini` on {env['loop']}; {_builds(env)}. Everything "
+          "talks TCP over 127.0.0.1.",
           "- Every pgbench run: `pgbench -h 127.0.0.1 -p PORT -U postgres -n -T "
           f"{args.duration:.0f} -j 2 <row> --log --log-prefix=DIR/pgbench_log postgres` "
           "(`-j` is at most the clients). Before each `-N` run, pgbench_history is truncated and "
@@ -326,12 +328,42 @@ def render_benchmarks(data: dict[str, Any], cases: list[Case], summaries: list[S
           f"- Kernel: {env['kernel']}",
           f"- Python: {env['implementation']} {env['python']}; event loop: {env['loop']} "
           f"(uvloop {v.get('uvloop')})",
-          f"- pgmux {v.get('pgmux')} (commit {env['commit']})",
+          f"- pgmux {v.get('pgmux')} (commit {env['commit']}), {_builds(env)}",
           f"- {v.get('pgbouncer')}",
           f"- {v.get('postgres')}; {v.get('pgbench')}",
           f"- Open files limit (RLIMIT_NOFILE) for the poolers: {env['nofile'][0]}",
           f"- Date: {env['date']}", "", END]
     return "\n".join(L) + "\n"
+
+
+def _builds(env: dict[str, Any]) -> str:
+    builds = env.get("builds") or {"pgmux": "build not recorded"}
+    return "; ".join(f"'{LABELS.get(n, n)}' {b}" for n, b in builds.items())
+
+
+def _pure_table(cases: list[Case], idx: dict[tuple[str, str], Summary]) -> list[str]:
+    """Compiled pgmux against its pure Python (the same install with PGMUX_PURE=1), when the
+    run had both."""
+    if not any(t == "pgmux-pure" for _, t in idx):
+        return []
+    rows = []
+    for c in cases:
+        a, p, b = (idx.get((c.key, t)) for t in ("pgmux", "pgmux-pure", "pgbouncer"))
+        ok_a, ok_p, ok_b = _ok(a), _ok(p), _ok(b)
+
+        def get(s: Summary | None, ok: bool, what: str) -> float | None:
+            return getattr(s, what) if ok and s is not None else None
+
+        rows.append([f"`{c.label}`", _f(get(p, ok_p, "tps_mean")),
+                     _f(_ratio(get(a, ok_a, "tps_mean"), get(p, ok_p, "tps_mean")), "{:.2f}"),
+                     _f(_ratio(get(p, ok_p, "tps_mean"), get(b, ok_b, "tps_mean")), "{:.2f}"),
+                     _f(get(p, ok_p, "cpu_us"), "{:.1f}"),
+                     _f(_ratio(get(a, ok_a, "cpu_us"), get(p, ok_p, "cpu_us")), "{:.2f}")])
+    return ["", "## pgmux compiled / pure Python", "",
+            "The same install run as pure Python (`PGMUX_PURE=1`) in the same alternation: what "
+            "compiling with mypyc buys, row by row.", "",
+            *_table(["row", "pure tps", "compiled / pure tps", "pure / PgBouncer tps",
+                     "pure CPU µs / txn", "compiled / pure CPU"], rows)]
 
 
 def _syscall_table(census: list[Any], cases: list[Case]) -> list[str]:
@@ -467,170 +499,23 @@ def write_benchmarks(path: Path, data: dict[str, Any], cases: list[Case],
                           render_benchmarks(data, cases, summaries, mem, args))
 
 
-# ---- PERFORMANCE.md --------------------------------------------------------------------------
-def _pct(n: int, d: int) -> str:
-    return f"{100.0 * n / d:.1f}%" if d else "–"
-
-
-def _short(key: str) -> str:
-    return key.replace("(/", "(").replace("site-packages/", "")
-
-
-def _has_cycles() -> bool:
-    try:
-        r = subprocess.run(["perf", "stat", "-e", "cycles", "-x", ",", "true"],
-                           capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "not supported" not in r.stderr and r.returncode == 0
-
-
-def _inner(rows: list[tuple[str, int]], samples: int) -> list[tuple[str, int]]:
-    """Leave out the frames on (nearly) every stack: the entry point down to the loop."""
-    return [(k, c) for k, c in rows if c < 0.98 * samples]
-
-
-def render_profile(prof: dict[str, Any], data: dict[str, Any]) -> str:
-    env = data["env"]
-    L = [BEGIN, "", "## Where pgmux spends its time", "",
-         f"Generated by `bench/run.py` on {env['date']}, commit {env['commit']}, on "
-         f"{env['cpu']} ({env['cores']} cores), Python {env['python']}, {env['loop']}, "
-         f"with the settings of docs/BENCHMARKS.md. While pgbench ran `{prof.get('case')}` "
-         "through pgmux, py-spy sampled its Python stacks, then perf its on-CPU time; perf "
-         "then sampled PgBouncer under the same load for comparison.", ""]
-    py = prof.get("profiles", {}).get("python", {})
-    for kind in ("python", "native"):
-        entry = prof.get("profiles", {}).get(kind, {})
-        if entry.get("command"):
-            L.append(f"- py-spy: `{entry['command']}`")
-    for name, entry in prof.get("perf", {}).items():
-        L.append(f"- perf, {LABELS[name]}: `{entry['command']}`, then `perf report --stdio "
-                 "--no-children --sort dso` and `--sort dso,sym`")
-    if prof.get("pgbench"):
-        L.append(f"- pgbench: `{prof['pgbench']}` ({prof.get('tps') or 0:.0f} tps through pgmux "
-                 "while sampled" + (f"; errors: `{prof['errors'][0]}`" if prof.get("errors")
-                                    else "") + ")")
-    L.append("")
-    for s in data.get("summaries", []):
-        if s["case"] == "S-simple-64" and s["target"] in ("pgmux", "pgbouncer") \
-                and s.get("cpu_us_per_txn"):
-            L.append(f"In the benchmark's `-S -M simple -c 64` row, {LABELS[s['target']]} spent "
-                     f"{s['cpu_us_per_txn']:.1f} µs of CPU per transaction "
-                     f"({s['cpu_user_us_per_txn']:.1f} user + {s['cpu_sys_us_per_txn']:.1f} "
-                     f"system), with {s['ctx_vol_per_txn']:.2f} voluntary and "
-                     f"{s['ctx_invol_per_txn']:.2f} involuntary context switches.")
-            L.append("")
-    for x in data.get("syscalls", []):
-        if x.case == "S-simple-64" and x.counts and x.transactions:
-            top = sorted(((n, v) for n, v in x.counts.items() if n != "total"),
-                         key=lambda kv: -kv[1])[:6]
-            L.append(f"System calls per transaction in that row, {LABELS[x.target]}: "
-                     f"{x.per_txn('total'):.2f} in all; "
-                     + ", ".join(f"{n} {v / x.transactions:.2f}" for n, v in top if v) + ".")
-            L.append("")
-    q: Profile | None = py.get("profile")
-    if q is not None:
-        L += ["### py-spy: pgmux's Python code", "",
-              f"{q.samples} samples (200 Hz, `--nonblocking`, idle samples left out). py-spy "
-              "samples the wall clock of a thread that is not idle: a thread preempted "
-              "inside a system call counts on the Python line that made the call. A leaf at "
-              "the event loop's `run` is time in uvloop's C code or the kernel below it, "
-              "outside any Python frame of pgmux.", ""]
-        rows = [[f"`{_short(k)}`", _pct(c, q.samples)] for k, c in q.top_self(15)]
-        L += ["Top functions by own samples (the leaf frame):", ""]
-        L += _table(["function (self)", "% of samples"], rows)
-        L += ["", "By total share (on the stack, callees included; the entry frames on every "
-              "stack left out):", ""]
-        rows = [[f"`{_short(k)}`", _pct(c, q.samples)]
-                for k, c in _inner(q.top_total(40), q.samples)[:20]]
-        L += _table(["function (total)", "% of samples"], rows)
-        L += ["", "Hottest lines (self):", ""]
-        rows = [[f"`{_short(k)}`", _pct(c, q.samples)] for k, c in q.lines.most_common(15)]
-        L += _table(["line", "% of samples"], rows)
-    elif py.get("error"):
-        L += [f"py-spy failed: {py['error']}", ""]
-    native = prof.get("profiles", {}).get("native", {})
-    n_: Profile | None = native.get("profile")
-    if n_ is not None:
-        user = n_.samples - n_.in_syscalls
-        L += ["", "### py-spy --native: user-space time by Python function", "",
-              f"`{native['command']}`: {n_.samples} samples (this mode stops pgmux for each "
-              f"sample). {_pct(n_.in_syscalls, n_.samples)} have a system call's libc wrapper "
-              f"as their leaf ({_pct(n_.idle, n_.samples)} idle in epoll); the other "
-              f"{_pct(user, n_.samples)} run user-space code (the interpreter, uvloop, libc), "
-              "charged here to the innermost Python frame above it.", ""]
-        rows = [[f"`{_short(k)}`", _pct(c, n_.samples), _pct(c, user)]
-                for k, c in n_.user_self.most_common(15)]
-        L += _table(["innermost Python function", "% of samples", "% of user-space samples"],
-                    rows)
-        L += ["", "User-space samples by total share (entry frames left out):", ""]
-        rows = [[f"`{_short(k)}`", _pct(c, n_.samples), _pct(c, user)]
-                for k, c in _inner(n_.user_total.most_common(40), user)[:20]
-                if "(pgmux/" in k]
-        L += _table(["Python function (total)", "% of samples", "% of user-space samples"],
-                    rows)
-        L += ["", "System calls (not epoll) by the Python line that made them:", ""]
-        rows = [[f"`{_short(k)}`", _pct(c, n_.samples)]
-                for k, c in n_.syscall_callers.most_common(10)]
-        L += _table(["call <- Python line", "% of samples"], rows)
-    elif native.get("error"):
-        L += ["", f"py-spy --native failed: {native['error']}"]
-    perf = prof.get("perf", {})
-    if perf:
-        L += ["", "### perf: where the CPU goes (on-CPU samples, user and kernel)", "",
-              "Share of the pooler's on-CPU samples by shared object. `[kernel.kallsyms]` is "
-              "the kernel: system calls, the loopback TCP stack, wake-ups of the peer. "
-              + ("This machine has no hardware cycle counter for perf (`cycles` is not "
-                 "supported), so perf samples with the cpu-clock timer: kernel samples pile up "
-                 "where interrupts are enabled again (`_raw_spin_unlock_irqrestore` while waking "
-                 "the peer, `finish_task_switch` after a context switch), standing for the "
-                 "irq-off stretches before them. " if not _has_cycles() else "")
-              + "The interpreter's time is all in `_PyEval_EvalFrameDefault` and its helpers; "
-              "which Python code it runs is what py-spy shows above.", ""]
-        names = [n for n in ("pgmux", "pgbouncer") if perf.get(n, {}).get("dso")]
-        dsos: list[str] = []
-        for n in names:
-            for _, d in perf[n]["dso"]:
-                if d not in dsos:
-                    dsos.append(d)
-        rows = []
-        for d in dsos:
-            row = [f"`{d}`"]
-            for n in names:
-                pct = next((p for p, x in perf[n]["dso"] if x == d), None)
-                row.append(_f(pct, "{:.1f}%"))
-            rows.append(row)
-        L += _table(["shared object"] + [LABELS[n] for n in names], rows)
-        for n in names:
-            L += ["", f"Top symbols, {LABELS[n]}:", ""]
-            rows = [[f"`{w}`", f"{p:.1f}%"] for p, w in perf[n]["sym"][:15]]
-            L += _table(["shared object, symbol", "% of samples"], rows)
-        for n, entry in perf.items():
-            if entry.get("error"):
-                L.append(f"\nperf on {LABELS[n]} failed: {entry['error']}")
-    L += ["", "The raw py-spy stacks are in bench/results/py-spy-pgmux.txt and "
-          "bench/results/py-spy-pgmux-native.txt (not committed).",
-          "", END]
-    return "\n".join(L) + "\n"
-
-
-def write_performance(path: Path, prof: dict[str, Any], data: dict[str, Any]) -> None:
-    write_between_markers(path, "Performance notes", render_profile(prof, data))
-
-
 # ---- console ---------------------------------------------------------------------------------
 def console_table(cases: list[Case], summaries: list[Summary]) -> str:
     idx = _index(summaries)
+    pure = any(s.target == "pgmux-pure" for s in summaries)
     lines = [f"{'row':<28} {'pgmux':>9} {'PgBouncer':>9} {'ratio':>6} {'direct':>9} "
-             f"{'p99 ratio':>9} {'cpu ratio':>9}"]
+             f"{'p99 ratio':>9} {'cpu ratio':>9}" + (f" {'pure':>9} {'ratio':>6}" if pure else "")]
     for c in cases:
-        a, b, d = (idx.get((c.key, t)) for t in ("pgmux", "pgbouncer", "direct"))
+        a, b, d, p = (idx.get((c.key, t)) for t in ("pgmux", "pgbouncer", "direct", "pgmux-pure"))
         ta = a.tps_mean if a else None
         tb = b.tps_mean if b else None
         td = d.tps_mean if d else None
+        tp = p.tps_mean if p else None
         lines.append(
             f"{c.label:<28} {_f(ta, '{:9.0f}', 'fail'):>9} {_f(tb, '{:9.0f}', 'fail'):>9} "
             f"{_f(_ratio(ta, tb), '{:6.2f}'):>6} {_f(td, '{:9.0f}'):>9} "
             f"{_f(_ratio(a.p99_ms if a else None, b.p99_ms if b else None), '{:9.2f}'):>9} "
-            f"{_f(_ratio(a.cpu_us if a else None, b.cpu_us if b else None), '{:9.2f}'):>9}")
+            f"{_f(_ratio(a.cpu_us if a else None, b.cpu_us if b else None), '{:9.2f}'):>9}"
+            + (f" {_f(tp, '{:9.0f}', 'fail'):>9} {_f(_ratio(tp, tb), '{:6.2f}'):>6}"
+               if pure else ""))
     return "\n".join(lines)

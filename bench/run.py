@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """pgmux and PgBouncer side by side, on one machine, in one run.
 
-Starts the embedded PostgreSQL, PgBouncer (Debian's package) and pgmux, both poolers from the
-same pgbouncer.ini settings (transaction mode, pool 16), runs pgbench against each in
-alternation (pgmux, PgBouncer, pgmux, PgBouncer, ... so drift hits both), profiles pgmux with
-py-spy, measures both poolers' memory with many idle clients, and writes docs/BENCHMARKS.md
-(and the profile into docs/PERFORMANCE.md).
+Starts the embedded PostgreSQL, PgBouncer (Debian's package) and pgmux in its two builds
+(compiled with mypyc, and the same install's pure Python with PGMUX_PURE=1), all from the same
+pgbouncer.ini settings (transaction mode, pool 16), runs pgbench against each in alternation
+(each round in a rotated order, so drift hits all of them), profiles compiled pgmux with
+py-spy, measures pgmux's and PgBouncer's memory with many idle clients, and writes
+docs/BENCHMARKS.md (and the profile into docs/PERFORMANCE.md).
 
     .venv/bin/python bench/run.py            # the full run (about 10 minutes)
     .venv/bin/python bench/run.py --quick    # a smoke run (2-3 minutes)
@@ -35,11 +36,15 @@ sys.path.insert(0, str(HERE))
 import memory  # noqa: E402
 import profiling  # noqa: E402
 import report  # noqa: E402
+import report_profile  # noqa: E402
 import syscalls  # noqa: E402
 from pgbench import Case, Run, init_pgbench, psql, run_pgbench  # noqa: E402
+from sidebyside import COMPILED  # noqa: E402
 from summary import Summary, summarize  # noqa: E402
 from targets import TROUBLE, Bench, Target, versions  # noqa: E402
 
+# NOTE: the pair the profile, system call count and memory test compare; the timed rows also
+# run "pgmux-pure" (the same install's pure Python) when the compiled build is there.
 POOLERS = ("pgmux", "pgbouncer")
 POOL_SIZE = 16
 CORES = os.cpu_count() or 1
@@ -69,6 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cases", help="comma-separated row keys to run (e.g. S-simple-64,N-simple-64)")
     p.add_argument("--loop", choices=("uvloop", "asyncio"),
                    help="pgmux's event loop (default: its own choice, uvloop when installed)")
+    p.add_argument("--build", choices=("both", "compiled", "pure"), default="both",
+                   help="pgmux's builds in the timed rows: the installed compiled build and its "
+                   "pure Python (PGMUX_PURE=1), or one of them as 'pgmux' (both)")
     p.add_argument("--max-connections", type=int, default=300,
                    help="PostgreSQL max_connections (300); direct rows above it are skipped")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
@@ -104,7 +112,8 @@ class Runner:
         self.workdir = workdir
         self.bench = Bench(workdir, args.max_connections)
         self.summaries: list[Summary] = []
-        self.log_trouble: dict[str, list[str]] = {t: [] for t in POOLERS}
+        self.poolers: list[str] = list(POOLERS)  # the timed rows' poolers, set by start()
+        self.log_trouble: dict[str, list[str]] = {t: [] for t in (*POOLERS, "pgmux-pure")}
         self.crashes: list[str] = []
         self.profile: dict[str, Any] = {}
         self.memory: list[memory.IdleMemory] = []
@@ -121,14 +130,24 @@ class Runner:
         init_pgbench(b.bin_dir, pg.port, self.args.scale)
         psql(b.bin_dir, pg.port, "VACUUM ANALYZE")
         bouncer = b.start_pgbouncer()
-        mux = b.start_pgmux(loop=self.args.loop)
+        mux = self.start_pgmux("pgmux")
         say(f"PgBouncer pid {bouncer.pid} port {bouncer.port}; "
-            f"pgmux pid {mux.pid} port {mux.port}")
-        for name in (*POOLERS, "direct"):
+            f"pgmux, {mux.build}, pid {mux.pid} port {mux.port}")
+        if self.args.build == "both" and mux.build == COMPILED:
+            pure = self.start_pgmux("pgmux-pure")
+            say(f"pgmux pure, {pure.build}, pid {pure.pid} port {pure.port}")
+            self.poolers = ["pgmux", "pgmux-pure", "pgbouncer"]
+        elif self.args.build == "both":
+            say(f"!! pgmux runs {mux.build}: no compiled build installed, so no pure twin")
+        for name in (*self.poolers, "direct"):
             t = b.targets[name]
             run_pgbench(b.bin_dir, t.port, Case("S", "simple", POOL_SIZE), 2, target=name,
                         round_no=-1, measure_pid=None, keep_latencies=False)
             t.mark_log()
+
+    def start_pgmux(self, name: str) -> Target:
+        pure = name == "pgmux-pure" or self.args.build == "pure"
+        return self.bench.start_pgmux(loop=self.args.loop, name=name, pure=pure)
 
     def restart_if_dead(self, t: Target, during: str) -> None:
         if t.alive():
@@ -137,7 +156,7 @@ class Runner:
         msg = f"{t.label} exited (code {code}) during {during}"
         self.crashes.append(msg + ":\n" + "\n".join(t.new_log_lines()[-20:]))
         say("!! " + msg + "; restarting it")
-        new = (self.bench.start_pgmux(loop=self.args.loop) if t.name == "pgmux"
+        new = (self.start_pgmux(t.name) if t.name.startswith("pgmux")
                else self.bench.start_pgbouncer())
         new.mark_log()
 
@@ -156,11 +175,13 @@ class Runner:
 
     def run_case(self, case: Case) -> None:
         args, b = self.args, self.bench
-        runs: dict[str, list[Run]] = {t: [] for t in (*POOLERS, "direct")}
+        runs: dict[str, list[Run]] = {t: [] for t in (*self.poolers, "direct")}
         skip: set[str] = set()
         notes: dict[str, str] = {}
         for rnd in range(args.rounds):
-            order = list(POOLERS) + (["direct"] if rnd == 0 and self.direct_fits(case) else [])
+            shift = rnd % len(self.poolers)
+            order = self.poolers[shift:] + self.poolers[:shift]
+            order += ["direct"] if rnd == 0 and self.direct_fits(case) else []
             for name in order:
                 if name in skip:
                     continue
@@ -174,7 +195,7 @@ class Runner:
                 if trouble and name in self.log_trouble:
                     self.log_trouble[name] += [f"[{case.label}] {ln}" for ln in trouble]
                 cpu = r.cpu_us_per_txn
-                say(f"{case.label:<28} {name:<9} round {rnd + 1}: "
+                say(f"{case.label:<28} {name:<10} round {rnd + 1}: "
                     f"tps {r.tps or 0:9.0f}  p50 {r.p50_ms or 0:6.2f} ms  "
                     f"p99 {r.p99_ms or 0:6.2f} ms"
                     + (f"  cpu {cpu:6.1f} us/txn" if cpu is not None else "")
@@ -182,7 +203,7 @@ class Runner:
                        if r.others is not None and r.wall else "")
                     + (f"  ERRORS: {r.errors[0]} (+{len(r.errors) - 1})" if r.errors else "")
                     + (f"  log: {len(trouble)} trouble lines" if trouble else ""))
-                if name in POOLERS:
+                if name in self.poolers:
                     self.restart_if_dead(t, case.label)
                 if not r.ok and case.protocol == "prepared":
                     # NOTE: a pooler without prepared-statement support fails the same way
@@ -352,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         cases = [c for c in cases if c.key in wanted]
     args.json.parent.mkdir(parents=True, exist_ok=True)
     per_run = args.duration + 1.5
-    estimate = len(cases) * per_run * (2 * args.rounds + 1)
+    estimate = len(cases) * per_run * ((3 if args.build == "both" else 2) * args.rounds + 1)
     say(f"{len(cases)} rows x {args.rounds} rounds x {args.duration:.0f} s; about "
         f"{estimate / 60:.0f} min of pgbench, plus profile and memory")
     started = time.time()
@@ -361,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runner.start()
         runner.env = report.environment(versions(runner.bench.bin_dir), nofile, args.loop)
+        runner.env["builds"] = {n: runner.bench.targets[n].build for n in runner.poolers
+                                if n.startswith("pgmux")}
         for case in cases:
             runner.run_case(case)
         if not args.no_syscalls:
@@ -387,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(json.dumps(data, indent=1, default=_jsonable))
     report.write_benchmarks(args.out, data, cases, runner.summaries, runner.memory, args)
     if runner.profile:
-        report.write_performance(args.perf_out, runner.profile, data)
+        report_profile.write_performance(args.perf_out, runner.profile, data)
     say(f"done in {elapsed / 60:.1f} min: {args.out}"
         + (f", {args.perf_out}" if runner.profile else ""))
     print(report.console_table(cases, runner.summaries))

@@ -1,5 +1,6 @@
 """Shared by bench/ceiling.py and bench/ab.py: a PostgreSQL and PgBouncer to compare against,
-then pgbench against several poolers in rotated rounds, summed up as a Markdown table."""
+pgmux in its builds (compiled, pure Python), then pgbench against several poolers in rotated
+rounds, summed up as a Markdown table."""
 
 from __future__ import annotations
 
@@ -12,12 +13,40 @@ from pathlib import Path
 from pgbench import Case, Run, init_pgbench, run_pgbench
 from targets import Bench
 
+COMPILED, PURE = "compiled (mypyc)", "pure Python"  # as pgmux.build_kind() says
+
 
 def add_args(ap: argparse.ArgumentParser, cases: str, rounds: int) -> None:
     ap.add_argument("--cases", default=cases,
                     help="row keys as in bench/run.py (S-simple-64, S-simple-16-C, ...)")
     ap.add_argument("--duration", type=float, default=8.0, help="seconds per pgbench run")
     ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--build", choices=("both", "compiled", "pure"), default="both",
+                    help="pgmux's builds to run: the installed compiled build and the same "
+                    "install's pure Python (PGMUX_PURE=1), or one of them (both)")
+
+
+def short_build(build: str) -> str:
+    return {COMPILED: "compiled", PURE: "pure"}.get(build, build)
+
+
+def start_builds(bench: Bench, args: argparse.Namespace, name: str = "pgmux",
+                 label: str = "pgmux", src: Path | None = None) -> dict[str, str]:
+    """Start pgmux in each build args.build asks for, as targets `name` (the installed build)
+    and `name`-pure; returns target -> label. When no compiled build is there, says so and
+    runs the pure one once."""
+    labels: dict[str, str] = {}
+    for pure in {"both": (False, True), "compiled": (False,), "pure": (True,)}[args.build]:
+        tname = f"{name}-pure" if pure else name
+        t = bench.start_pgmux(name=tname, pure=pure, src=src)
+        if not pure and t.build != COMPILED:
+            print(f"note: {label} runs {t.build}: no compiled build there", flush=True)
+            if args.build == "both":
+                t.stop()
+                del bench.targets[tname]
+                continue
+        labels[tname] = f"{label}, {short_build(t.build)}"
+    return labels
 
 
 def parse_case(key: str) -> Case:

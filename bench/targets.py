@@ -79,6 +79,29 @@ def interrupt(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
         proc.wait()
 
 
+def pgmux_env(pure: bool, src: Path | None = None) -> dict[str, str]:
+    """The environment pgmux runs in: PGMUX_PURE=1 for pure Python, else unset (the installed
+    build); src first on PYTHONPATH to run another source tree."""
+    env = {k: v for k, v in os.environ.items() if k != "PGMUX_PURE"}
+    if pure:
+        env["PGMUX_PURE"] = "1"
+    if src is not None:
+        saved = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = str(src) + (os.pathsep + saved if saved else "")
+    return env
+
+
+def build_of(env: dict[str, str]) -> str:
+    """Which build pgmux runs in env: the "build:" line of `pgmux --version` ("pure Python"
+    for a pgmux older than the compiled build, whose --version has no such line)."""
+    out = subprocess.run([sys.executable, "-m", "pgmux", "--version"], env=env,
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("build: "):
+            return line.removeprefix("build: ")
+    return "pure Python"
+
+
 # Lines of a pooler's log that tell of trouble (PgBouncer: "WARNING"/"ERROR"; pgmux: Python
 # logging levels and tracebacks).
 TROUBLE = re.compile(r"WARNING|ERROR|CRITICAL|FATAL|Traceback|Exception|exception|error")
@@ -95,6 +118,7 @@ class Target:
     log: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
     ini: Path | None = None
+    build: str = ""  # pgmux: "compiled (mypyc)" or "pure Python"
     _log_offset: int = field(default=0, repr=False)
 
     def mark_log(self) -> None:
@@ -188,9 +212,13 @@ class Bench:
         self.targets["pgbouncer"] = t
         return t
 
-    def start_pgmux(self, loop: str | None = None) -> Target:
-        port, ini, log, d = self._pooler_files("pgmux")
-        env = dict(os.environ)
+    def start_pgmux(self, loop: str | None = None, name: str = "pgmux", pure: bool = False,
+                    src: Path | None = None) -> Target:
+        """pgmux as target `name`: the installed build, or with pure=True the same install's
+        pure Python (PGMUX_PURE=1); with src, the pgmux of that source tree (first on
+        PYTHONPATH). The target's `build` says which build runs, as `pgmux --version` does."""
+        port, ini, log, d = self._pooler_files(name)
+        env = pgmux_env(pure, src)
         if loop:
             env["PGMUX_LOOP"] = loop
         with open(log, "wb") as out:
@@ -199,8 +227,9 @@ class Bench:
                                     stdin=subprocess.DEVNULL, cwd=d, env=env,
                                     start_new_session=True)
         wait_port(port, proc, log)
-        t = Target("pgmux", "pgmux", port, proc.pid, log, proc, ini)
-        self.targets["pgmux"] = t
+        t = Target(name, name.replace("-", " "), port, proc.pid, log, proc, ini,
+                   build=build_of(env))
+        self.targets[name] = t
         return t
 
     def close(self) -> None:
@@ -209,6 +238,8 @@ class Bench:
         if self.pg is not None:
             self.pg.cleanup()
             self.pg = None
+        # NOTE: ab.py and ceiling.py left their work directories (pooler logs, sockets) behind
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def versions(bin_dir: Path) -> dict[str, str]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import platform
 import sys
 from collections.abc import Sequence
 
-from pgmux import __version__
+from pgmux import __version__, build_kind
 
 # NOTE: each module here defines `register(subparsers)`, which adds its commands and sets
 # `func(args) -> int` on them. Keeping the list here is the one place the CLI is assembled.
@@ -24,12 +25,34 @@ def version_line() -> str:
     return f"PgBouncer 1.25.0 (pgmux {__version__})"
 
 
+def version_text() -> str:
+    """`pgmux --version`: the version line, then (as PgBouncer lists its libraries) what runs
+    it: the build (compiled with mypyc or pure Python) and the interpreter."""
+    return (f"{version_line()}\nbuild: {build_kind()}\n"
+            f"python: {platform.python_implementation()} {platform.python_version()}")
+
+
+class VersionAction(argparse.Action):
+    """-V/--version: prints version_text() (several lines, which argparse's own version action
+    would run together) and exits."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS,
+                 help: str = "show the version and build, then exit") -> None:
+        super().__init__(option_strings, dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pgmux",
         description="PostgreSQL connection pooler (a drop-in for PgBouncer) and connection doctor.",
     )
-    parser.add_argument("-V", "--version", action="version", version=version_line())
+    parser.add_argument("-V", "--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:

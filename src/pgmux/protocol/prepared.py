@@ -70,6 +70,8 @@ import weakref
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
+from mypy_extensions import mypyc_attr
+
 from pgmux.protocol.messages import (
     B_CLOSE_COMPLETE,
     B_COPY_IN,
@@ -123,6 +125,9 @@ _ANSWER = {_PASS_1: B_PARSE_COMPLETE, _PARSE: B_PARSE_COMPLETE, _INJECTED: B_PAR
            _SYNC: B_READY, _QUERY: B_READY, _PROBE: B_CLOSE_COMPLETE}
 
 
+# NOTE: a Python class even in the compiled build: PreparedRegistry holds Statements by weak
+# reference, and mypyc's native classes take none.
+@mypyc_attr(native_class=False)
 @dataclass(eq=False, slots=True, weakref_slot=True)
 class Statement:
     """One distinct Parse content (query text + parameter type OIDs) and its server-side name.
@@ -353,7 +358,9 @@ class ServerStatements:
             if kind == _CLIENT_CLOSE:
                 if e.name not in names:
                     names[e.name] = e.reg
-            elif names.get(e.name) is e.reg:
+            elif names.get(e.name) == e.reg:
+                # NOTE: == and not `is`: compiled, a tuple is re-created each time it is read
+                # back; the generation number in it is what tells this registration apart.
                 del names[e.name]
         stmt = e.stmt
         if stmt is None:
