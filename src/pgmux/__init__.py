@@ -30,7 +30,15 @@ COMPILED_MODULES = (
     "pgmux.protocol.prepared",
     "pgmux.protocol.messages",
     "pgmux.pool.core",
+    "pgmux.pool.pool",
     "pgmux.stats.counters",
+    "pgmux.proxy.flow",
+    "pgmux.proxy.client",
+    "pgmux.proxy.server",
+    "pgmux.proxy.link",
+    "pgmux.proxy.launch",
+    "pgmux.proxy.login",
+    "pgmux.proxy.pooler",
 )
 
 COMPILED = "compiled (mypyc)"

@@ -15,20 +15,16 @@ from pgmux.pool.core import ServerState
 from pgmux.proxy.client import ClientConnection
 from pgmux.proxy.control import WAIT_FOR_CLIENTS, ControlError
 from pgmux.proxy.pooler import Pooler
+from pgmux.proxy.server import ServerConnection
+from tests.proxy.harness import FakeTransport
 
 
-class FakeServer:
-    def __init__(self, pool: Any, t: float) -> None:
-        self.pool = pool
-        self.server_state = ServerState.CLOSED
-        self.close_needed = ""
-        self.close_reason = ""
-        self.closed_with: str | None = None
-        self.connect_time = t
-
-    def disconnect(self, reason: str) -> None:
-        self.closed_with = reason
-        self.pool.core.remove_server(self)
+def real_server(pool: Any, t: float) -> ServerConnection:
+    """A server object on a fake transport: its close reason says how it went."""
+    server = ServerConnection(pool_owner(pool), pool)
+    server.transport = FakeTransport()  # type: ignore[assignment]
+    server.connect_time = t
+    return server
 
 
 def config(size: int, mode: str = "transaction") -> Config:
@@ -37,11 +33,19 @@ def config(size: int, mode: str = "transaction") -> Config:
                   databases=MappingProxyType({"app": db}))
 
 
-def pool_with_servers(p: Pooler, active: int, idle: int) -> tuple[Any, list[FakeServer]]:
+_OWNERS: dict[int, Pooler] = {}
+
+
+def pool_owner(pool: Any) -> Pooler:
+    return _OWNERS[id(pool)]
+
+
+def pool_with_servers(p: Pooler, active: int, idle: int) -> tuple[Any, list[ServerConnection]]:
     db = p.config.database("app")
     assert db is not None
     pool = p.get_pool(db, "u")
-    servers = [FakeServer(pool, float(i)) for i in range(active + idle)]
+    _OWNERS[id(pool)] = p
+    servers = [real_server(pool, float(i)) for i in range(active + idle)]
     for s in servers:
         pool.core.add_server(s)
     for s in servers[:active]:
@@ -57,7 +61,8 @@ def test_reload_shrinks_a_running_pool() -> None:
     p.control.apply_config(config(3))
     assert pool.core.limits.pool_size == 3
     # idle ones go now, then enough active ones are marked to close when released
-    assert [s.closed_with for s in servers[4:]] == ["too many servers in the pool"] * 4
+    assert [s.close_reason for s in servers[4:]] == ["too many servers in the pool"] * 4
+    assert all(s.server_state is ServerState.CLOSED for s in servers[4:])
     marked = [s for s in servers[:4] if s.close_needed]
     assert len(marked) == 1 and marked[0].close_needed == "too many servers in the pool"
     p.control.apply_config(config(3))  # idempotent: nothing more is marked
