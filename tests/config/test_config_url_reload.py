@@ -25,7 +25,7 @@ def test_url_with_password_and_port() -> None:
     assert dict(cfg.userlist) == {"bob": "s@cret"}
     s = cfg.settings
     assert (s.listen_addr, s.listen_port, s.pool_mode, s.default_pool_size, s.auth_type) == (
-        "127.0.0.1", 6432, "transaction", 20, "trust")
+        "127.0.0.1", 6432, "transaction", 20, "any")
     assert cfg.path is None
 
 

@@ -17,6 +17,10 @@ import pytest
 from pgmux.embedded import EmbeddedPostgres, free_port
 from tests import unprivileged
 
+# The users the tests log in as under the default auth_type=trust.
+DEFAULT_USERLIST = {"postgres": "", "stats": "", "md5user": "md5pass",
+                    "scramuser": "scrampass", "plainuser": "plainpass"}
+
 
 class Pgmux:
     """A running `pgmux serve CONFIG` process."""
@@ -89,6 +93,12 @@ def render_ini(pg: EmbeddedPostgres, port: int, socket_dir: Path, settings: dict
         "admin_users": "postgres",
         "stats_users": "stats",
     }
+    if auth_file is None and settings.get("auth_type", "trust") == "trust" and \
+            "auth_file" not in settings:
+        # NOTE: with trust, PgBouncer still wants the user in auth_file (the secrets go
+        # unused by the client login; the server login of a user's own pool uses them).
+        auth_file = socket_dir / "userlist-default.txt"
+        auth_file.write_text("".join(f'"{u}" "{p}"\n' for u, p in DEFAULT_USERLIST.items()))
     if auth_file is not None:
         base["auth_file"] = str(auth_file)
     base.update(settings)
@@ -106,6 +116,7 @@ def render_ini(pg: EmbeddedPostgres, port: int, socket_dir: Path, settings: dict
 
 
 PgmuxFactory = Callable[..., Pgmux]
+
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -166,7 +166,8 @@ def test_client_scram(client_auth: Callable[[str], Pgmux]) -> None:
 def test_server_auth_with_passwords_in_databases(pg: EmbeddedPostgres,
                                                  pgmux_factory: PgmuxFactory) -> None:
     base = f"host=127.0.0.1 port={pg.port} dbname=testdb"
-    mux = pgmux_factory(databases={
+    # NOTE: every database logs in as a forced user: clients may be anyone (auth_type any).
+    mux = pgmux_factory({"auth_type": "any"}, databases={
         "as_md5": f"{base} user=md5user password=md5pass",          # md5
         "as_scram": f"{base} user=scramuser password=scrampass",    # SCRAM-SHA-256
         "as_plain": f"{base} user=plainuser password=plainpass",    # cleartext
@@ -182,11 +183,12 @@ def test_server_auth_with_passwords_in_userlist(pg: EmbeddedPostgres,
                                                 pgmux_factory: PgmuxFactory,
                                                 pg_roles: dict[str, str]) -> None:
     mux = pgmux_factory(databases={"authdb": f"host=127.0.0.1 port={pg.port} dbname=testdb"},
-                        userlist=dict(pg_roles))
+                        userlist=dict(pg_roles, postgres=""))
     for role in ("md5user", "scramuser", "plainuser"):
         for driver in DRIVERS:
             assert login(driver, mux, role, None) == role
-    assert login("psycopg", mux, "postgres", None) == "postgres"  # not in the userlist: trust
+    # an empty secret: nothing to send, and the server trusts postgres here
+    assert login("psycopg", mux, "postgres", None) == "postgres"
 
 
 def test_server_auth_with_md5_secret_in_userlist(pg: EmbeddedPostgres,
@@ -211,7 +213,7 @@ def test_server_auth_scram_pass_through(pg: EmbeddedPostgres, pgmux_factory: Pgm
 def test_server_auth_failure_reaches_the_client(pg: EmbeddedPostgres,
                                                 pgmux_factory: PgmuxFactory) -> None:
     mux = pgmux_factory(
-        {"server_login_retry": 30},
+        {"server_login_retry": 30, "auth_type": "any"},
         databases={"bad": f"host=127.0.0.1 port={pg.port} dbname=testdb "
                           f"user=md5user password=wrong",
                    "good": f"host=127.0.0.1 port={pg.port} dbname=testdb user=postgres"})

@@ -141,7 +141,10 @@ def test_embedded_default_leaves_room_for_info_beside_22_busy_clients(tmp_path: 
         assert 12 <= pooled <= 13  # the pool and this query
     finally:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0, log.read_text()
+        code = proc.wait(30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        assert code == 0, log.read_text()
     # NOTE: with -u (as root) the server belongs to that user, who stops and removes it
     assert not Path(data_dir).exists(), log.read_text()
     assert "Traceback" not in log.read_text()

@@ -67,10 +67,6 @@ def test_hashed_secrets_where_pgbouncer_can_use_them(
     assert 'password authentication failed for user "plainuser"' in text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lead: proxy/pooler.py get_pool() takes a forced user's password from [databases] only; "
-    "PgBouncer (proto.c get_srv_psw) falls back to the auth_file entry of the forced user "
-    "when the [databases] entry has no password"))
 @pytest.mark.parametrize("role", ROLES)
 def test_forced_user_without_password_uses_its_auth_file_entry(
         pg: EmbeddedPostgres, pgmux_factory: PgmuxFactory, pg_roles: dict[str, str],
@@ -118,10 +114,6 @@ def test_impossible_pairs_are_refused_and_logged_with_pgbouncer_lines(
         assert line in mux.logs()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lead: proxy/server.py _login_step/login_failed sends the client 'server login failed: "
-    "<AuthError text>'; PgBouncer sends AuthError.client_message ('server login failed: "
-    "wrong password type') and logs str(AuthError)"))
 def test_impossible_pairs_tell_the_client_what_pgbouncer_tells_it(
         pg: EmbeddedPostgres, pgmux_factory: PgmuxFactory, pg_roles: dict[str, str],
         stored: dict[str, str]) -> None:

@@ -34,4 +34,6 @@ def test_url_mode_pools_and_its_user_is_admin(pg: EmbeddedPostgres) -> None:
         proc.terminate()
         proc.wait(10)
     assert proc.stdout is not None
-    assert proc.stdout.read().decode().strip() == f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    with proc.stdout:
+        printed = proc.stdout.read().decode().strip()
+    assert printed == f"postgresql://postgres@127.0.0.1:{port}/postgres"

@@ -147,7 +147,7 @@ def test_settings_from_the_environment_reach_the_pooler(scenario: Scenario) -> N
     assert ini["reserve_pool_size"] == "0"
     assert ini["log_connections"] == "0"
     assert ini["server_tls_sslmode"] == "disable"
-    assert ini["auth_type"] == "trust"  # the URL has no password
+    assert ini["auth_type"] == "any"  # the URL has no password
     assert ini["listen_addr"] == "127.0.0.1" and ini["unix_socket_dir"] == ""
     assert scenario.ini("REPORTING_URL")["auth_type"] == "scram-sha-256"
     mode = stat.S_IMODE((scenario.config_dir / "REPORTING_URL.ini").stat().st_mode)

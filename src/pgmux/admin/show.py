@@ -15,7 +15,8 @@ from pgmux.config.model import FALLBACK_DATABASE, POOL_SIZE_AUTO
 from pgmux.config.reload import NOT_RELOADABLE
 from pgmux.config.settings import Settings
 from pgmux.pool.core import ClientState, ServerState
-from pgmux.proxy.control import ADMIN_DB, peer_pid, wall_clock
+from pgmux.proxy.clientauth import peer_credentials
+from pgmux.proxy.control import ADMIN_DB, wall_clock
 from pgmux.stats import period
 from pgmux.stats.counters import Counters
 
@@ -133,6 +134,11 @@ def _unsent(transport: asyncio.Transport | None) -> int:
     return transport.get_write_buffer_size() if transport is not None else 0
 
 
+def _peer_pid(client: Any) -> int:
+    creds = peer_credentials(client.transport)
+    return creds[0] if creds is not None else 0
+
+
 def client_row(pooler: Pooler, client: ClientConnection, state: str, now: float,
                debug: bool) -> Row:
     if state == "active" and client.server is None:
@@ -146,7 +152,7 @@ def client_row(pooler: Pooler, client: ClientConnection, state: str, now: float,
         "unix" if unix else client.local_addr,
         pooler.settings.listen_port if unix else client.local_port,
         _stamp(client.connect_time), _stamp(client.request_time), wait_s, wait_us, 0,
-        _ptr(client), _ptr(client.server), peer_pid(client.transport) if unix else 0,
+        _ptr(client), _ptr(client.server), _peer_pid(client) if unix else 0,
         _tls_info(client.transport), client.params.get("application_name", ""),
         0 if client.stmts is None else len(client.stmts), client.ident)
     if debug:

@@ -33,14 +33,15 @@ def config_from_url(
     listen_port: int = 6432,
     pool_mode: str = "transaction",
     default_pool_size: int = 20,
-    auth_type: str = "trust",
+    auth_type: str = "any",
     **settings_overrides: Any,
 ) -> Config:
     """A Config with one [databases] entry named after the URL's database and a '*' fallback
     to the same server; the URL's user and password become the server login.
 
-    When the URL has a password, the userlist maps its user to it, so password auth_types
-    work for that user. The URL's user is also the admin console's admin_users.
+    Clients log in as anyone (auth_type any: the pool logs in as the URL's user, PgBouncer's
+    forced user). When the URL has a password, the userlist maps its user to it, so password
+    auth_types work for that user. The URL's user is also the admin console's admin_users.
     Unsupported query parameters are reported in ``Config.warnings``.
     Raises ConfigError.
     """

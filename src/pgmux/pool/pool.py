@@ -16,7 +16,8 @@ class Pool:
     __slots__ = ("name", "user", "host", "port", "dbname", "server_user", "server_password",
                  "pool_mode", "connect_query", "extra_startup", "core", "welcome",
                  "welcome_cache", "welcome_waiters", "last_login_failed", "last_login_sqlstate",
-                 "stats", "disabled", "scram_keys", "__weakref__")
+                 "last_login_error", "login_transient", "login_retry_at", "login_backoff",
+                 "stats", "scram_keys")
 
     def __init__(
         self,
@@ -48,10 +49,14 @@ class Pool:
         # startup parameters -> (ParameterStatus bytes, tracked values), built by the pooler
         self.welcome_cache: dict[tuple[tuple[str, str], ...], tuple[bytes, dict[str, str]]] = {}
         self.welcome_waiters: list[Callable[[str | None], None]] = []
+        # NOTE: login-failure memory, written by proxy/launch.py alone.
         self.last_login_failed = 0.0      # monotonic time of the last failed login, 0 if none
         self.last_login_sqlstate = "08P01"
+        self.last_login_error = ""        # what the last failed login said
+        self.login_transient = False      # the server was unreachable, starting or full
+        self.login_retry_at = 0.0         # no new login before this monotonic time
+        self.login_backoff = 0.0          # the wait before the next retry of a transient one
         self.stats = Counters()
-        self.disabled = False
         self.scram_keys: Any = None       # a client's SCRAM keys, to log in with a verifier
 
     @property

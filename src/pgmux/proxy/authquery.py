@@ -22,17 +22,19 @@ def _placeholders(query: str) -> str:
 AuthConnections = dict[tuple[str, int, str, str], dict[str, Any]]
 
 
-async def lookup_secret(pooler: Pooler, cache: AuthConnections, db: DatabaseConfig,
-                        auth_user: str, user: str) -> str | None:
-    """The stored secret (md5 or SCRAM verifier) of user, or None when there is none."""
+async def lookup_secret(pooler: Pooler, cache: AuthConnections, auth_db: DatabaseConfig,
+                        auth_user: str, auth_query: str, user: str) -> str | None:
+    """The stored secret (md5 or SCRAM verifier) of user, or None when there is none;
+    auth_query runs as auth_user on the server and database of the auth database's entry."""
     s = pooler.settings
+    db = auth_db
     host = db.host or s.unix_socket_dir or "/tmp"
-    dbname = db.auth_dbname or s.auth_dbname or db.dbname or db.name
+    dbname = db.dbname or db.name
     key = (host, db.port, dbname, auth_user)
     entry = cache.get(key)
     if entry is None:
         entry = cache[key] = {"lock": asyncio.Lock(), "conn": None}
-    query = _placeholders(db.auth_query or s.auth_query)
+    query = _placeholders(auth_query)
     async with entry["lock"]:
         for attempt in (1, 2):
             conn = entry["conn"]

@@ -12,8 +12,6 @@ import dataclasses
 import logging
 import os
 import signal
-import socket
-import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -23,6 +21,7 @@ from pgmux.config.reload import NOT_RELOADABLE
 from pgmux.config.settings import convert
 from pgmux.proxy import tls
 from pgmux.proxy.autosize import size_auto_pools
+from pgmux.proxy.clientauth import peer_credentials
 
 if TYPE_CHECKING:
     from pgmux.pool.pool import Pool
@@ -58,30 +57,6 @@ class ControlError(Exception):
         self.sqlstate = sqlstate
 
 
-def peer_uid(transport: Any) -> int | None:
-    """The uid of a Unix-socket peer (SO_PEERCRED), or None when unknown."""
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None or getattr(sock, "family", None) != socket.AF_UNIX:
-        return None
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except (OSError, AttributeError):
-        return None
-    return int(struct.unpack("3i", raw)[1])
-
-
-def peer_pid(transport: Any) -> int:
-    """The pid of a Unix-socket peer, 0 when unknown (SHOW CLIENTS remote_pid)."""
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None or getattr(sock, "family", None) != socket.AF_UNIX:
-        return 0
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except (OSError, AttributeError):
-        return 0
-    return int(struct.unpack("3i", raw)[0])
-
-
 class Control:
     """Pause/disable/shutdown state of one pooler and the operations that change it.
 
@@ -110,7 +85,8 @@ class Control:
 
     def is_own_user(self, client: ClientConnection) -> bool:
         """PgBouncer's special login: user `pgbouncer` over the Unix socket, same uid as us."""
-        return client.user == "pgbouncer" and peer_uid(client.transport) == os.getuid()
+        creds = peer_credentials(client.transport)
+        return client.user == "pgbouncer" and creds is not None and creds[1] == os.getuid()
 
     def refuse_login(self, dbname: str) -> tuple[str, str] | None:
         """(message, sqlstate) when a new client of dbname must be turned away."""
@@ -380,6 +356,7 @@ class Control:
         p.config = new
         p.settings = settings
         p.apply_tracked()
+        p.login.auth.load_files()
         try:
             p.client_tls = tls.client_context(settings)
             p.server_tls = tls.server_context(settings)
@@ -414,7 +391,7 @@ class Control:
             self.kill_pool(pool, R_KILLED)
             return
         if db.user:
-            password = db.password
+            password = db.password or conf.userlist.get(db.user)
         else:
             password = conf.userlist.get(pool.server_user)
             if password is None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pgmux.protocol.session import STATUS_IDLE
+from pgmux.proxy.client import Phase
 
 if TYPE_CHECKING:
     from pgmux.pool.pool import Pool
@@ -57,6 +58,11 @@ class Janitor:
             if now - self._last_sweep >= SWEEP:
                 self._last_sweep = now
                 self.sweep(now)
+            else:
+                # NOTE: launches every tick: a login retried after a short back-off (a
+                # restarting server) is not held up to the next sweep.
+                for pool in list(self.pooler.pools.values()):
+                    self._pool_launches(pool)
             for period, last, job in self._jobs:
                 if now - last[0] >= period():
                     last[0] = now
@@ -72,7 +78,10 @@ class Janitor:
         if s.client_login_timeout:
             for client in [c for c in p.clients if c.is_logging_in()]:
                 if client.admin is None and now - client.connect_time > s.client_login_timeout:
-                    client.fatal("client_login_timeout")
+                    # NOTE: PgBouncer's words for a client still waiting for the pool's
+                    # first server login.
+                    client.fatal("client_login_timeout (server down)" if client.phase is
+                                 Phase.WELCOME else "client_login_timeout")
         # NOTE: as PgBouncer (>= 1.21) does, a database with a forced user and a min_pool_size
         # gets its pool before any client comes, so the loop below keeps it at min_pool_size.
         if not p.control.paused:
@@ -140,7 +149,7 @@ class Janitor:
         if core.login and s.server_connect_timeout:
             for server in list(core.login):
                 if now - server.connect_time > s.server_connect_timeout:
-                    server.login_failed("connect timeout")
+                    server.login_failed("connect timeout", transient=True)
 
     def _pool_launches(self, pool: Pool) -> None:
         """Launch what waiters, the reserve pool or min_pool_size call for."""

@@ -1,7 +1,7 @@
 """Server connections: when to open them (pool size, reserve pool, min_pool_size, database and
 user limits, evicting another pool's idle server), connecting, and the outcome of each login.
 
-Owns each pool's login-failure memory (`last_login_failed`, `last_login_sqlstate`) and the
+Owns each pool's login-failure memory (`last_login_*`, `login_*`: when to try again) and the
 pool's welcome (the parameters the first login reported).
 """
 
@@ -26,7 +26,11 @@ monotonic = time.monotonic
 
 _UNLIMITED = 1 << 30
 _LOGIN_STATE = ServerState.LOGIN
-RETRY_TEXT = "server login has been failing, try again later (server_login_retry)"
+# NOTE: transient login failures are retried after 0.1 s, doubling, at most this (and never
+# longer than server_login_retry): a PostgreSQL restart costs clients a wait, not an error,
+# and they are served within this long of the server accepting connections again.
+LOGIN_BACKOFF_FIRST = 0.1
+LOGIN_BACKOFF_CAP = 2.0
 
 
 class Launcher:
@@ -62,10 +66,9 @@ class Launcher:
         lim = core.limits
         if lim.pool_size and core.server_count >= lim.pool_size + lim.reserve_pool_size:
             return  # NOTE: the common case under load: the pool is full, nothing to compute
-        if pool.last_login_failed and \
-                monotonic() - pool.last_login_failed < self.pooler.settings.server_login_retry:
-            return
         now = monotonic()
+        if now < pool.login_retry_at:
+            return  # NOTE: the janitor tries again once the back-off has passed
         want = core.wanted_launches(now, _UNLIMITED, _UNLIMITED)
         if pool.welcome is None and pool.welcome_waiters and not core.login:
             want = max(want, 1)  # NOTE: logged-in clients wait for the pool's first server
@@ -79,7 +82,7 @@ class Launcher:
             db_room, user_room = self.room(pool)
         n = max(0, min(want, db_room, user_room))
         if pool.last_login_failed:
-            n = min(n, 1)  # NOTE: after a failure, probe with one connection
+            n = min(n, 1 - len(core.login))  # NOTE: after a failure, probe with one connection
         for _ in range(n):
             self.launch_connection(pool)
 
@@ -120,13 +123,14 @@ class Launcher:
         except (TimeoutError, OSError) as exc:
             reason = "connect timeout" if isinstance(exc, asyncio.TimeoutError) else \
                 f"connect failed: {exc.strerror or exc}"
-            server.login_failed(reason)
+            server.login_failed(reason, transient=True)
 
     # ---- the outcome of a login -------------------------------------------------------------
     def logged_in(self, server: ServerConnection, ready: bool) -> None:
         """A server finished its login; ready=False while its connect_query runs."""
         pool = server.pool
-        pool.last_login_failed = 0.0
+        pool.last_login_failed = pool.login_retry_at = pool.login_backoff = 0.0
+        pool.login_transient = False
         if pool.welcome is None:
             pool.welcome = dict(server.params)
             pool.welcome_cache.clear()
@@ -138,29 +142,52 @@ class Launcher:
         else:
             pool.core.mark_tested(server)
 
-    def login_failed(self, server: ServerConnection, message: str, sqlstate: str) -> None:
+    def login_failed(self, server: ServerConnection, message: str, sqlstate: str,
+                     transient: bool) -> None:
+        """A server login failed. Transient (unreachable, starting up, shutting down, too many
+        connections): the clients stay queued and logins are retried soon, 0.1 s doubling up
+        to LOGIN_BACKOFF_CAP. Otherwise (authentication, unknown database, configuration):
+        PgBouncer's server_login_retry: the waiting clients get the server's error, new ones
+        are refused with it, and no login is tried for server_login_retry."""
         pool = server.pool
         if server.server_state is not _LOGIN_STATE:
             return
         pool.core.remove_server(server)
-        pool.last_login_failed = monotonic()
+        now = monotonic()
+        pool.last_login_failed = now
         pool.last_login_sqlstate = sqlstate
+        pool.last_login_error = message
+        pool.login_transient = transient
+        retry = self.pooler.settings.server_login_retry
+        if transient:
+            pool.login_backoff = min(max(pool.login_backoff * 2, LOGIN_BACKOFF_FIRST),
+                                     min(retry, LOGIN_BACKOFF_CAP))
+            pool.login_retry_at = now + pool.login_backoff
+        else:
+            pool.login_backoff = 0.0
+            pool.login_retry_at = now + retry
         log.warning("%s closing because: %s (age=%ds)", server.prefix(),
-                    message, int(monotonic() - server.connect_time))
-        if pool.core.server_count:
+                    message, int(now - server.connect_time))
+        if transient or pool.core.server_count:
             return
-        # NOTE: nothing is up for this pool: nobody waiting may hang on it.
+        # NOTE: nothing is up for this pool and it will not be soon: nobody may hang on it.
         waiters, pool.welcome_waiters = pool.welcome_waiters, []
         for wake in waiters:
             wake(message)
         for client in list(pool.core.waiting):
-            client.fatal(message if sqlstate != "08P01" else RETRY_TEXT, sqlstate)
+            client.fatal(message, sqlstate)
 
     def fast_fail(self, client: ClientConnection, pool: Pool) -> bool:
-        """PgBouncer's check_fast_fail: while logins fail and nothing is up, refuse at once."""
-        if not pool.last_login_failed or pool.core.server_count:
+        """PgBouncer's check_fast_fail: while logins fail for a reason that will not pass by
+        itself and nothing is up, refuse at once with the cached error."""
+        if not pool.last_login_failed or pool.login_transient or pool.core.server_count:
             return False
-        if monotonic() - pool.last_login_failed >= self.pooler.settings.server_login_retry:
+        if monotonic() >= pool.login_retry_at:
             return False
-        client.fatal(RETRY_TEXT, pool.last_login_sqlstate)
+        client.fatal(retry_text(pool.last_login_error), pool.last_login_sqlstate)
         return True
+
+
+def retry_text(error: str) -> str:
+    """PgBouncer 1.24+'s refusal while server_login_retry runs, with the cached error."""
+    return f"server login has been failing, cached error: {error} (server_login_retry)"

@@ -19,8 +19,8 @@ from pgmux.config import DatabaseConfig
 from pgmux.protocol import messages as m
 from pgmux.protocol.prepared import ClientStatements
 from pgmux.proxy import tls
-from pgmux.proxy.authquery import AuthConnections, lookup_secret
 from pgmux.proxy.client import Phase as ClientPhase
+from pgmux.proxy.clientauth import CONFIG_ERROR, NO_METHOD, ClientAuth, Method
 
 if TYPE_CHECKING:
     from pgmux.pool.pool import Pool
@@ -69,12 +69,12 @@ def startup_options(options: str) -> list[tuple[str, str]] | None:
 class Login:
     """Logs clients in for one pooler."""
 
-    __slots__ = ("pooler", "by_key", "auth_conns", "_key_bytes", "_key_pos")
+    __slots__ = ("pooler", "auth", "by_key", "_key_bytes", "_key_pos")
 
     def __init__(self, pooler: Pooler) -> None:
         self.pooler = pooler
+        self.auth = ClientAuth(pooler)
         self.by_key: dict[tuple[int, int], ClientConnection] = {}  # cancel key -> client
-        self.auth_conns: AuthConnections = {}  # auth_query connections, one per database
         self._key_bytes = b""  # random bytes for cancel keys, drawn 4 KiB at a time
         self._key_pos = 0
 
@@ -151,66 +151,85 @@ class Login:
             return
         refusal = self.pooler.control.refuse_login(dbname)
         if refusal is not None:
-            client.fatal(*refusal)
+            self.refuse(client, *refusal)
             return
         if dbname == "pgbouncer" and self.pooler.admin_factory is not None:
-            self._start_auth(client, admin=True)
+            self._authenticate(client, None, admin=True)
             return
-        if self.pooler.config.database(dbname) is None:
-            client.fatal(f"no such database: {dbname}")
-            return
-        self._start_auth(client, admin=False)
+        # NOTE: as in PgBouncer, an unknown database is refused only after the client has
+        # authenticated (so a wrong password is answered the same for every database).
+        self._authenticate(client, self.pooler.config.database(dbname), admin=False)
 
-    def _auth_method(self, user: str, admin: bool) -> str:
-        method = self.pooler.settings.auth_type
-        if method == "any":
-            return "trust"
-        if method == "hba":
-            return "md5"
-        return method
+    def refuse(self, client: ClientConnection, message: str, sqlstate: str = "08P01",
+               why: str | None = None) -> None:
+        """End a login with PgBouncer's words, in the log too ("closing because: ...")."""
+        if why:
+            log.info("%s %s", client.prefix(), why)
+        if not self.pooler.settings.log_disconnections:
+            # NOTE: with log_disconnections the close itself is logged with the reason.
+            log.info("%s login failed: %s", client.prefix(), message)
+        client.fatal(message, sqlstate)
 
-    def _start_auth(self, client: ClientConnection, admin: bool) -> None:
-        method = self._auth_method(client.user, admin)
+    def _authenticate(self, client: ClientConnection, db: DatabaseConfig | None,
+                      admin: bool) -> None:
+        """Choose the method and find the secret (asking auth_query when the user is not in
+        auth_file), then check the login."""
+        auth = self.auth
         if admin and client.transport is not None and \
                 client.transport.get_extra_info("peername") in ("", None) and \
                 self.pooler.control.is_own_user(client):
             # NOTE: PgBouncer lets a same-uid peer in as `pgbouncer` over the Unix socket.
-            method = "trust"
-        if method == "trust":
             self.client_authenticated(client, admin)
             return
-        secret = self.pooler.config.userlist.get(client.user)
-        if secret is None and not admin:
-            db = self.pooler.config.database(client.dbname)
-            if db is not None and db.user == client.user and db.password:
-                secret = db.password
-            elif db is not None and (db.auth_user or self.pooler.settings.auth_user):
+        how = auth.method(client, admin)
+        if how is None:
+            self.refuse(client, NO_METHOD)
+            return
+        secret = auth.known_secret(client, db)
+        if secret is None and how.name not in ("any", "reject"):
+            target = auth.query_database(db, admin)
+            if isinstance(target, str):
+                self.refuse(client, target)
+                return
+            if target is not None:
+                assert db is not None
                 # NOTE: not in auth_file: ask the server (auth_user + auth_query), then go on.
                 client.begin_auth(None, b"")
-                self.pooler.spawn(self._lookup_then_auth(client, db, method))
+                self.pooler.spawn(self._lookup_then_check(client, db, target, admin, how))
                 return
-        self._begin_exchange(client, method, secret, admin)
+        self._check(client, db, admin, how, secret)
 
-    def _begin_exchange(self, client: ClientConnection, method: str, secret: str | None,
-                        admin: bool) -> None:
-        auth = ClientAuthenticator(method, client.user, secret)
-        client.begin_auth((auth, admin), auth.start())
-
-    async def _lookup_then_auth(self, client: ClientConnection, db: DatabaseConfig,
-                                method: str) -> None:
-        auth_user = db.auth_user or self.pooler.settings.auth_user
+    async def _lookup_then_check(self, client: ClientConnection, db: DatabaseConfig,
+                                 auth_db: DatabaseConfig, admin: bool, how: Method) -> None:
         try:
-            secret = await lookup_secret(self.pooler, self.auth_conns, db, auth_user,
-                                          client.user)
+            secret = await self.auth.query_secret(db, auth_db, client.user)
         except Exception as exc:  # noqa: BLE001 - any failure refuses this login only
             log.warning("%s auth_query failed: %s", client.prefix(), exc)
             if client.phase is ClientPhase.AUTH:
-                client.fatal("bouncer config error")
+                self.refuse(client, CONFIG_ERROR)
             return
         if client.phase is not ClientPhase.AUTH:
             return
         client.auth_secret = secret
-        self._begin_exchange(client, method, secret, admin=False)
+        self._check(client, db, admin, how, secret)
+
+    def _check(self, client: ClientConnection, db: DatabaseConfig | None, admin: bool,
+               how: Method, secret: str | None) -> None:
+        """Log in without a password (trust, any, cert, peer) or start the exchange."""
+        verdict = self.auth.decide(client, db, admin, how, known=secret is not None)
+        if verdict.exchange is None:
+            if verdict.ok:
+                if verdict.log:
+                    log.debug("%s %s", client.prefix(), verdict.log)
+                self.client_authenticated(client, admin)
+            else:
+                self.refuse(client, verdict.error, why=verdict.log)
+            return
+        exchange = ClientAuthenticator(verdict.exchange, client.user, secret,
+                                       scram_iterations=self.pooler.settings.scram_iterations)
+        if secret is None:
+            log.info("%s no such user: %s", client.prefix(), client.user)
+        client.begin_auth((exchange, admin), exchange.start())
 
     def auth_message(self, client: ClientConnection, t: int, body: bytes) -> None:
         if client.auth is None:
@@ -244,8 +263,8 @@ class Login:
     def client_authenticated(self, client: ClientConnection, admin: bool) -> None:
         s = self.pooler.settings
         if self.pooler.settings.log_connections:
-            log.info("%s login attempt: db=%s user=%s tls=%s", client.prefix(), client.dbname,
-                     client.user, "yes" if client.tls else "no")
+            log.info("%s login attempt: db=%s user=%s tls=%s replication=no", client.prefix(),
+                     client.dbname, client.user, "yes" if client.tls else "no")
         if admin:
             assert self.pooler.admin_factory is not None
             client.admin = self.pooler.admin_factory(self.pooler, client)
@@ -256,7 +275,8 @@ class Login:
             return
         db = self.pooler.config.database(client.dbname)
         if db is None:
-            client.fatal(f"no such database: {client.dbname}")
+            self.refuse(client, f"no such database: {client.dbname}",
+                        why=f"login failed: db={client.dbname} user={client.user}")
             return
         if s.max_db_client_connections or db.max_db_client_connections:
             limit = db.max_db_client_connections or s.max_db_client_connections

@@ -207,7 +207,9 @@ class Pooler:
             return pool
         conf = self.config
         if db.user:
-            password = db.password
+            # NOTE: as PgBouncer: the forced user's [databases] password, else its auth_file
+            # entry.
+            password = db.password or conf.userlist.get(db.user)
         else:
             password = conf.userlist.get(user)
             if password is None:

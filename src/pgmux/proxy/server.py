@@ -17,7 +17,7 @@ import time
 from enum import Enum
 from typing import TYPE_CHECKING, cast
 
-from pgmux.auth import ServerLogin
+from pgmux.auth import ANSWER_FAILED, AuthError, ServerLogin
 from pgmux.pool.core import ServerState
 from pgmux.protocol import messages as m
 from pgmux.protocol.framing import BackendScanner, Framer
@@ -42,6 +42,12 @@ _A = m.B_NOTIFICATION
 _ANSWER = bytearray(256)
 for _t in ANSWER_TYPES:
     _ANSWER[_t] = 1
+
+
+def transient_error(sqlstate: str) -> bool:
+    """A server's login error that passes by itself: insufficient resources (53xxx, such as
+    53300 too many connections) or the server starting or shutting down (57P01-57P03)."""
+    return sqlstate.startswith("53") or sqlstate in ("57P01", "57P02", "57P03")
 
 
 class LoginStep(Enum):
@@ -371,12 +377,19 @@ class ServerConnection(FlowControlled):
                         body, 4)[0]
                 elif t == m.B_ERROR:
                     err = m.parse_error(body)
-                    self.login_failed(err.message, sqlstate=err.sqlstate)
+                    self.login_failed(err.message, sqlstate=err.sqlstate,
+                                      transient=transient_error(err.sqlstate))
                     return
                 elif t == m.B_READY:
                     rest = chunk[end:] + bytes(framer._buf)
                     break
                 # NoticeResponse and NegotiateProtocolVersion during login are ignored.
+        except AuthError as exc:
+            # NOTE: pgmux cannot answer this server (a password of the wrong kind, a method
+            # it does not speak): PgBouncer's log line, and its text for the clients.
+            log.warning("%s %s", self.prefix(), exc)
+            self.login_failed(exc.client_message or ANSWER_FAILED)
+            return
         except Exception as exc:  # noqa: BLE001 - what the server sends ends this login only
             self.login_failed(f"server login failed: {exc}")
             return
@@ -408,13 +421,15 @@ class ServerConnection(FlowControlled):
             self.inject(connect_query, after="ready")
         self.pooler.launcher.logged_in(self, ready=not connect_query)
 
-    def login_failed(self, message: str, sqlstate: str = "08P01") -> None:
+    def login_failed(self, message: str, sqlstate: str = "08P01", transient: bool = False
+                     ) -> None:
+        """The login failed; transient when the server was unreachable or not ready yet."""
         if self.server_state is not _LOGIN:
             return
         self.close_reason = message
         if self.transport is not None:
             self.transport.abort()
-        self.pooler.launcher.login_failed(self, message, sqlstate)
+        self.pooler.launcher.login_failed(self, message, sqlstate, transient)
 
     # ---- closing ------------------------------------------------------------------------
     def disconnect(self, reason: str, notify: bool = True) -> None:
@@ -434,6 +449,9 @@ class ServerConnection(FlowControlled):
 
     def _closed(self, reason: str) -> None:
         if self.server_state is _LOGIN:
-            self.pooler.launcher.login_failed(self, reason or "server login failed", "08P01")
+            # NOTE: the connection went away during the login: the server restarts or is
+            # gone; worth retrying soon.
+            self.pooler.launcher.login_failed(self, reason or "server login failed", "08P01",
+                                              transient=True)
             return
         self.pooler.links.server_gone(self, reason)

@@ -143,14 +143,15 @@ def render_ini(db: DatabaseConfig, url_settings: Settings, settings: Mapping[str
     a '*' fallback to the same server, listening on 127.0.0.1:port only (no Unix socket).
 
     Without an explicit AUTH_TYPE, clients must give the URL's password (scram-sha-256, as the
-    buildpack does) when the URL has one, and are trusted when it has none."""
+    buildpack does) when the URL has one, and are let in without one (auth_type any: the
+    pool logs in as the URL's user) when it has none."""
     settings = dict(settings)
     auto = settings.get("default_pool_size") == "auto"
     if auto:
         del settings["default_pool_size"]
     auth_type = settings.pop("auth_type", None)
     if auth_type is None:
-        auth_type = "scram-sha-256" if db.password else "trust"
+        auth_type = "scram-sha-256" if db.password else "any"
     elif auth_type.strip().lower() not in ("trust", "any") and not db.password:
         raise WrapError(f"{name}: auth_type {auth_type} needs a password in the URL")
     dbname = db.dbname or db.name
