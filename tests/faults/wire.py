@@ -218,17 +218,17 @@ class WireClient:
         self.send(query(sql))
         return self.until_ready(timeout)
 
-    def scalar(self, sql: str, timeout: float | None = None) -> str | None:
-        """The first column of the first row of a simple query; AssertionError on an error."""
+    def rows(self, sql: str, timeout: float | None = None) -> list[list[str | None]]:
+        """The rows of a simple query, as text; AssertionError on an error."""
         got = self.run(sql, timeout)
         errors = [m for m in got if m.type == b"E"]
         assert not errors, errors
-        for m in got:
-            if m.type == b"D":
-                (n,) = struct.unpack_from("!h", m.body, 0)
-                (size,) = struct.unpack_from("!i", m.body, 2)
-                return None if size < 0 else m.body[6:6 + size].decode()
-        return None
+        return [data_row(m.body) for m in got if m.type == b"D"]
+
+    def scalar(self, sql: str, timeout: float | None = None) -> str | None:
+        """The first column of the first row of a simple query; AssertionError on an error."""
+        rows = self.rows(sql, timeout)
+        return rows[0][0] if rows else None
 
     def outcome(self, timeout: float = 5.0) -> tuple[list[Message], str]:
         """Everything until the connection ends, a ReadyForQuery, or the timeout: the messages
@@ -288,6 +288,18 @@ def connect(port: int, user: str = "postgres", database: str = "postgres",
         c.close()
         raise
     return c
+
+
+def data_row(body: bytes) -> list[str | None]:
+    """The columns of a DataRow body, as text (None for NULL)."""
+    (n,) = struct.unpack_from("!h", body, 0)
+    pos, out = 2, []
+    for _ in range(n):
+        (size,) = struct.unpack_from("!i", body, pos)
+        pos += 4
+        out.append(None if size < 0 else body[pos:pos + size].decode())
+        pos += max(size, 0)
+    return out
 
 
 def errors(messages: list[Message]) -> list[Message]:
