@@ -143,14 +143,19 @@ QUEUED = ["parse_name_no_terminator", "bind_truncated", "query_empty_body", "unk
 QUEUED_FAILING = {"parse_name_no_terminator", "bind_truncated", "query_empty_body"}
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=[pytest.mark.xfail(strict=True, reason=ISOLATION)]
-                 if n in QUEUED_FAILING else []) for n in QUEUED])
-def test_malformed_queued_behind_the_first_login(pgmux_factory: PgmuxFactory, name: str) -> None:
+@pytest.mark.parametrize(("name", "max_prepared"), [
+    pytest.param(n, mp, id=f"{n}-{mp}",
+                 marks=[pytest.mark.xfail(strict=True, reason=ISOLATION)]
+                 if n in QUEUED_FAILING else [])
+    for n, mp in [(n, 200) for n in QUEUED] + [("parse_name_no_terminator", 0),
+                                               ("unknown_type", 0)]])
+def test_malformed_queued_behind_the_first_login(pgmux_factory: PgmuxFactory, name: str,
+                                                 max_prepared: int) -> None:
     """The malformed message arrives with the startup packet, so it waits for the pool's first
     server login; normal clients logging in at the same moment must all get in and query."""
     case = next(c for c in CORPUS if c.name == name)
-    mux = pgmux_factory({"default_pool_size": 2, "server_login_retry": 15})
+    mux = pgmux_factory({"default_pool_size": 2, "server_login_retry": 15,
+                         "max_prepared_statements": max_prepared})
     bad = w.WireClient(mux.port)
     results: list[str] = []
 

@@ -36,13 +36,13 @@ def test_a_client_that_stops_reading_blocks_nobody(pgmux_factory: PgmuxFactory) 
         slow.login()
         slow.send(w.query(BIG))
         assert slow.read().type == b"T"  # NOTE: the result has begun; now it stops reading
-        time.sleep(3)
+        time.sleep(2)
         during = rss_kib(mux.proc.pid)
         done = traffic.succeeded
-        time.sleep(1)
+        time.sleep(0.5)
         assert traffic.succeeded > done, "the normal clients stopped getting answers"
         slow.vanish(rst=True)
-        time.sleep(0.5)
+        time.sleep(0.2)
         with w.connect(mux.port) as c:
             assert c.scalar("select 1") == "1"
     assert not traffic.errors, traffic.errors[:5]

@@ -28,18 +28,19 @@ def ok(c: w.WireClient, sql: str) -> None:
 def session_state(c: w.WireClient) -> None:
     """Session state that must never reach another client: set outside any transaction
     (in session mode it lives until the client goes; in transaction mode each statement
-    leaves its server dirty)."""
+    leaves its server dirty). Lock keys are backend pids, so clients that vanish together do
+    not queue for one lock."""
     for sql in ("SET statement_timeout = '4321s'", "SET faults.marker = 'leaked'",
                 "LISTEN faults_leak", "CREATE TEMP TABLE leak_tmp (x int)",
-                "PREPARE leak AS SELECT 1", "SELECT pg_advisory_lock(4242)"):
+                "PREPARE leak AS SELECT 1", "SELECT pg_advisory_lock(pg_backend_pid())"):
         ok(c, sql)
 
 
 def in_transaction(c: w.WireClient) -> None:
     """A transaction with a row, a session-level lock and a prepared statement in it (the
     last two outlive a ROLLBACK)."""
-    for sql in ("BEGIN", f"INSERT INTO {TABLE} VALUES (1)", "SELECT pg_advisory_lock(4243)",
-                "PREPARE leak2 AS SELECT 2"):
+    for sql in ("BEGIN", f"INSERT INTO {TABLE} VALUES (1)",
+                "SELECT pg_advisory_lock(pg_backend_pid())", "PREPARE leak2 AS SELECT 2"):
         ok(c, sql)
 
 
@@ -65,7 +66,7 @@ def _mid_query(c: w.WireClient) -> None:
 
 def _pipelined(c: w.WireClient) -> None:
     c.send(w.query("BEGIN") + w.query(f"INSERT INTO {TABLE} VALUES (1)") +
-           w.query("SELECT pg_advisory_lock(4243), pg_sleep(0.2)"))
+           w.query("SELECT pg_advisory_lock(pg_backend_pid()), pg_sleep(0.2)"))
     time.sleep(0.05)
 
 
