@@ -76,14 +76,23 @@ def judge(traffic: Traffic, up: float) -> list[str]:
 
 def test_server_connections_killed_under_load(server: EmbeddedPostgres,
                                               pgmux_factory: PgmuxFactory) -> None:
+    """Every query begun once the kills are done succeeds, and every client is back at once.
+    NOTE: pg_terminate_backend reaches the backends one after another over some ms, so a
+    client whose first query died can lose its next one to a server killed a moment later:
+    the count of errors per client is not the measure here (the restart test's is)."""
     mux = start(server, pgmux_factory)
     with Traffic(mux.port, CLIENTS, pause=0.005) as traffic:
         traffic.wait_for(1)
         killed = terminate_servers(server)
-        up = time.monotonic()
-        until_back(traffic, up)
+        done = time.monotonic()
+        until_back(traffic, done)
     assert killed >= 1
-    assert judge(traffic, up) == []
+    late = [(wk.n, o.error) for wk in traffic.workers for o in wk.errors
+            if o.start > done + 0.1]
+    assert late == []
+    assert [e.error for e in traffic.errors if FAILING in e.error] == []
+    backs = [wk.first_ok_after(done) for wk in traffic.workers]
+    assert all(b is not None and b - done < BACK_WITHIN for b in backs), backs
     assert FAILING not in mux.logs()
 
 
