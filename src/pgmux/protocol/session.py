@@ -83,8 +83,10 @@ class LinkState:
         self.copy_in = True
         if self._extended:
             # NOTE: Syncs sent after the COPY's Execute reached a server already in copy-in
-            # mode, so no ReadyForQuery will answer them.
-            self.outstanding -= self._syncs_since_execute
+            # mode, so no ReadyForQuery will answer them. They are the newest outstanding
+            # ones, but a ReadyForQuery may already have answered some (a server that sends
+            # CopyInResponse out of turn): never below zero, or the link is never released.
+            self.outstanding -= min(self._syncs_since_execute, self.outstanding)
             self._syncs_since_execute = 0
 
     def ready(self, status: int) -> bool:
