@@ -84,17 +84,3 @@ CORPUS: list[Case] = [
     Case("copy_done_outside_copy", w.copy_done(), ""),
     Case("copy_fail_outside_copy", w.copy_fail(), ""),
 ]
-
-# Cases today's pgmux mishandles only for lack of the proxy's input isolation (issue 12 part 1),
-# by (max_prepared_statements, Sync in a later write): the sender is dropped with no
-# ErrorResponse (an exception escapes the client's data_received), or pgmux waits for a length
-# made of a startup packet's bytes.
-_BOTH = {"startup_after_login", "ssl_request_after_login", "parse_name_no_terminator",
-         "parse_empty_body"}
-_RENAMED = {"bind_truncated", "describe_name_no_terminator", "close_name_no_terminator"}
-NEEDS_ISOLATION: dict[tuple[int, bool], frozenset[str]] = {
-    (0, False): frozenset(_BOTH | {"query_empty_body"}),
-    (0, True): frozenset(_BOTH),
-    (200, False): frozenset(_BOTH | _RENAMED | {"query_empty_body"}),
-    (200, True): frozenset(_BOTH | _RENAMED | {"describe_empty_body", "close_empty_body"}),
-}

@@ -13,13 +13,12 @@ from hypothesis import strategies as st
 
 from tests.faults import wire as w
 from tests.faults.conftest import SharedMux
-from tests.faults.corpus import CORPUS, NEEDS_ISOLATION, Case
+from tests.faults.corpus import CORPUS, Case
 from tests.faults.load import Traffic
 from tests.integration.conftest import Pgmux, PgmuxFactory
 
 pytestmark = pytest.mark.timeout(120)
 
-ISOLATION = "lead: proxy isolation (issue 12 part 1)"
 # NOTE: a normal query may wait for a server another client holds (pool size 2) or for a
 # server that replaces one PostgreSQL closed; two shared CPUs make a few hundred ms normal.
 LATENCY_BOUND = 2.0
@@ -75,10 +74,7 @@ def corpus_params() -> list[object]:
     for mp in (200, 0):
         for case in CORPUS:
             for split in ((False, True) if case.sync else (False,)):
-                known = (mp, split) in NEEDS_ISOLATION and \
-                    case.name in NEEDS_ISOLATION[mp, split]
-                marks = [pytest.mark.xfail(strict=True, reason=ISOLATION)] if known else []
-                out.append(pytest.param(mp, case, split, marks=marks,
+                out.append(pytest.param(mp, case, split,
                                         id=f"{case.name}-{mp}{'-split' if split else ''}"))
     return out
 
@@ -114,39 +110,19 @@ def run_on_a_busy_pool(mux: Pgmux, cases: list[Case]) -> dict[str, str]:
     return {name: verdict for name, verdict in verdicts if verdict}
 
 
-def known(max_prepared: int) -> frozenset[str]:
-    return NEEDS_ISOLATION[max_prepared, False] | NEEDS_ISOLATION[max_prepared, True]
-
-
 @pytest.mark.parametrize("max_prepared", [200, 0])
 def test_corpus_on_a_busy_pool(shared_mux: SharedMux, max_prepared: int) -> None:
-    """The corpus that today's pgmux answers right, all at once on a busy pool."""
+    """The whole corpus at once, eight senders at a time, on a busy pool of two."""
     mux = shared_mux(default_pool_size=2, max_prepared_statements=max_prepared,
                      server_login_retry=15)
-    cases = [c for c in CORPUS if c.name not in known(max_prepared)]
-    assert run_on_a_busy_pool(mux, cases) == {}
-
-
-@pytest.mark.xfail(strict=True, reason=ISOLATION)
-@pytest.mark.parametrize("max_prepared", [200, 0])
-def test_isolation_cases_on_a_busy_pool(pgmux_factory: PgmuxFactory, max_prepared: int) -> None:
-    """The cases today's pgmux gets wrong, all at once on a busy pool. Today the senders are
-    dropped without a word, and one queued behind a server login can get the pool marked
-    failing ("server login has been failing")."""
-    mux = pgmux_factory({"default_pool_size": 2, "server_login_retry": 15,
-                         "max_prepared_statements": max_prepared})
-    cases = [c for c in CORPUS if c.name in known(max_prepared)]
-    assert run_on_a_busy_pool(mux, cases) == {}
+    assert run_on_a_busy_pool(mux, list(CORPUS)) == {}
 
 
 QUEUED = ["parse_name_no_terminator", "bind_truncated", "query_empty_body", "unknown_type"]
-QUEUED_FAILING = {"parse_name_no_terminator", "bind_truncated", "query_empty_body"}
 
 
 @pytest.mark.parametrize(("name", "max_prepared"), [
-    pytest.param(n, mp, id=f"{n}-{mp}",
-                 marks=[pytest.mark.xfail(strict=True, reason=ISOLATION)]
-                 if n in QUEUED_FAILING else [])
+    pytest.param(n, mp, id=f"{n}-{mp}")
     for n, mp in [(n, 200) for n in QUEUED] + [("parse_name_no_terminator", 0),
                                                ("unknown_type", 0)]])
 def test_malformed_queued_behind_the_first_login(pgmux_factory: PgmuxFactory, name: str,
@@ -219,7 +195,6 @@ def _answered(c: w.WireClient, data: bytes) -> str:
     return ""
 
 
-@pytest.mark.xfail(strict=True, reason=ISOLATION)
 def test_generated_messages(pgmux_factory: PgmuxFactory) -> None:
     """Generated messages (framed right or wrong) from one client at a time, while normal
     clients use the pool: the sender gets an answer or an ErrorResponse and a close, never

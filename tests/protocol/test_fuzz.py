@@ -20,7 +20,7 @@ from pgmux.protocol.prepared import (
     rewrite,
 )
 from pgmux.protocol.session import LinkState
-from pgmux.proxy.pooler import startup_options
+from pgmux.proxy.login import startup_options
 from tests.protocol.test_prepared import Direct, Pooled, bind, close, describe, execute, parse
 from tests.protocol.test_prepared import query as q
 from tests.protocol.test_prepared import sync as sync_msg

@@ -9,6 +9,10 @@ _unpack_header = HEADER.unpack_from
 
 # NOTE: PostgreSQL caps a message at 1 GB; a length below 4 can never be valid.
 MAX_MESSAGE = 0x40000000
+# What a client may send after its startup packet: the simple and extended protocol, COPY,
+# function calls, Terminate, and password messages during authentication.
+_ANY_TYPE = b"\x01" * 256
+FRONTEND_TYPES = bytes(1 if chr(t) in "QPBEDCHSFXdcfp" else 0 for t in range(256))
 
 
 class Framer:
@@ -19,11 +23,15 @@ class Framer:
     messages, the input object itself is returned, so the common case copies nothing.
     """
 
-    __slots__ = ("_buf", "max_message")
+    __slots__ = ("_buf", "max_message", "types")
 
-    def __init__(self, max_message: int = MAX_MESSAGE) -> None:
+    def __init__(self, max_message: int = MAX_MESSAGE, types: bytes | None = None) -> None:
         self._buf = bytearray()
         self.max_message = max_message
+        # NOTE: a byte table of the message types the peer may send; another type ends the
+        # connection at its header (PostgreSQL's "invalid frontend message type"), instead of
+        # waiting for as many bytes as its would-be length says.
+        self.types = types if types is not None else _ANY_TYPE
 
     @property
     def buffered(self) -> int:
@@ -34,7 +42,7 @@ class Framer:
         if not self._buf and n >= 5:
             # NOTE: the common case, one whole message (a Query), without the loop.
             t, length = _unpack_header(data, 0)
-            if length + 1 == n and 4 <= length <= self.max_message:
+            if length + 1 == n and 4 <= length <= self.max_message and self.types[t]:
                 return data, [(t, 0, n)]
         if self._buf:
             self._buf += data
@@ -44,9 +52,12 @@ class Framer:
         pos = 0
         out: list[tuple[int, int, int]] = []
         max_message = self.max_message
+        types = self.types
         while pos + 5 <= n:
             t, length = _unpack_header(data, pos)
             end = pos + 1 + length
+            if not types[t]:
+                raise ProtocolError(f"invalid frontend message type {t}")
             if length < 4 or length > max_message:
                 raise ProtocolError(f"invalid message length {length} for type {chr(t)!r}")
             if end > n:
@@ -54,6 +65,8 @@ class Framer:
             out.append((t, pos, end))
             pos = end
         if pos < n:
+            if not types[data[pos]]:
+                raise ProtocolError(f"invalid frontend message type {data[pos]}")
             self._buf += data[pos:] if pos else data
             data = data[:pos]
         return data, out

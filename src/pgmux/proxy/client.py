@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pgmux.pool.core import ClientState
 from pgmux.protocol import messages as m
-from pgmux.protocol.framing import Framer
+from pgmux.protocol.framing import FRONTEND_TYPES, Framer
 from pgmux.protocol.prepared import ClientStatements, rewrite
 from pgmux.protocol.sql import changes_session, changes_session_cached
 from pgmux.proxy.flow import FlowControlled
@@ -112,7 +112,7 @@ class ClientConnection(FlowControlled):
         self.client_state = ClientState.OUT
         self.wait_start = 0.0
         self.transport: asyncio.Transport | None = None
-        self.framer = Framer()
+        self.framer = Framer(types=FRONTEND_TYPES)
         self._startup_buf: bytearray | None = bytearray()
         self.pool: Pool | None = None
         self.server: ServerConnection | None = None
@@ -449,7 +449,7 @@ class ClientConnection(FlowControlled):
                 if self.phase is not Phase.AUTH:
                     # NOTE: a client may pipeline its first query behind the password.
                     rest = chunk[start:]
-                    self.framer = Framer()
+                    self.framer = Framer(types=FRONTEND_TYPES)
                     self.data_received(rest)
                     return
                 self.pooler.login.auth_message(self, t, chunk[start + 5:end])
