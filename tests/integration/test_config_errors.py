@@ -129,10 +129,12 @@ def test_good_config_starts_and_serves(pg: EmbeddedPostgres, tmp_path: Path) -> 
         f"listen_port = {port}\n"
         f"unix_socket_dir = {tmp_path}\n"
         "auth_type = trust\n"
+        f"auth_file = {tmp_path}/users.txt\n"
         "pool_mode = transaction\n"
         "server_lifetime = 1h\n"
         "query_wait_timeout = 30s\n"
     )
+    (tmp_path / "users.txt").write_text('"postgres" ""\n')
     log = tmp_path / "pgmux.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "pgmux", "serve", str(ini)],

@@ -377,17 +377,16 @@ def test_doctor_and_killall_know_pgmuxs_own_pool(
     pool_mode: str,
 ) -> None:
     pg = pg_factory(max_connections=20)
-    # NOTE: transaction mode: the server logins carry application_name=pgmux (set on the
-    # database entry here); session mode with pgmux's defaults: a released server connection
-    # was reset with DISCARD ALL.
-    app_name = " application_name=pgmux" if pool_mode == "transaction" else ""
+    # NOTE: pgmux's server logins carry application_name=pgmux by default, and an idle
+    # server gets it back after a second.
     pgm = pgmux_factory(
         {"pool_mode": pool_mode},
-        databases={"postgres": f"host=127.0.0.1 port={pg.port} dbname=postgres{app_name}"},
+        databases={"postgres": f"host=127.0.0.1 port={pg.port} dbname=postgres"},
         target=pg,
     )
     _busy_clients(pgm.dsn(), POOLED)
-    pooled = _server_connections(pg, "pgmux" if app_name else "")
+    app_name = "pgmux"
+    pooled = _server_connections(pg, app_name)
     assert len(pooled) == POOLED
     leaky = [psycopg.connect(pg.url, application_name="leaky-worker", autocommit=True)
              for _ in range(LEAKY)]  # fmt: skip
@@ -402,7 +401,7 @@ def test_doctor_and_killall_know_pgmuxs_own_pool(
         assert set(idle[0]["evidence"]["pids"]) == {c.info.backend_pid for c in leaky}
         [pool] = [f for f in data["findings"] if f["code"] == "pooler-connections"]
         assert pool["severity"] == "info"
-        assert pool["evidence"]["pooler"] == ("pgmux" if app_name else "a pool")
+        assert pool["evidence"]["pooler"] == "pgmux"
         assert sorted(pool["evidence"]["pids"]) == pooled
         crowd = [f for f in data["findings"] if f["code"] == "many-connections-from-one-client"]
         assert [f["evidence"]["count"] for f in crowd] == [LEAKY]

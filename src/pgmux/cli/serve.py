@@ -151,9 +151,6 @@ def _refusal(args: argparse.Namespace) -> str | None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from pgmux import runtime
-    from pgmux.app import serve
-
     url = args.url or (None if args.config else os.environ.get("DATABASE_URL"))
     embedded: Any = None
     refusal = _refusal(args)
@@ -177,7 +174,13 @@ def run_serve(args: argparse.Namespace) -> int:
         if embedded is not None:
             embedded.cleanup()
         return 1
-    setup_logging(config.settings.logfile or None, verbose=args.verbose, quiet=args.quiet)
+    # NOTE: the pooler itself (and psycopg, uvloop, ssl) is imported only now: a bad file is
+    # refused before paying for it.
+    from pgmux import runtime
+    from pgmux.app import serve
+
+    setup_logging(config.settings.logfile or None,
+                  verbose=max(args.verbose, config.settings.verbose), quiet=args.quiet)
     for warning in config.warnings:
         log.warning("%s", warning)
     if args.user:

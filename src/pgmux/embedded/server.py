@@ -17,8 +17,6 @@ from types import TracebackType
 from typing import IO, Any
 from urllib.parse import quote
 
-import psycopg
-
 from pgmux.embedded.install import EmbeddedPostgresError, RunAs, install_for, is_root, run_as
 
 PORT_RANGE = (20000, 32000)
@@ -43,6 +41,14 @@ def free_port() -> int:
                 continue
             return port
     raise EmbeddedPostgresError(f"no free TCP port in {low}-{high}")
+
+
+def _psycopg() -> Any:
+    """psycopg, imported when first needed: `pgmux serve` refuses a bad config file without
+    paying for it."""
+    import psycopg
+
+    return psycopg
 
 
 class EmbeddedPostgres:
@@ -182,12 +188,12 @@ class EmbeddedPostgres:
 
     def execute(self, sql: str) -> None:
         """Run SQL (possibly several statements) as the superuser, in autocommit."""
-        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+        with _psycopg().connect(self.dsn(), autocommit=True) as conn:
             conn.execute(sql.encode())
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         """Run one SQL statement as the superuser, in autocommit, and return its rows."""
-        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+        with _psycopg().connect(self.dsn(), autocommit=True) as conn:
             cur = conn.execute(sql.encode())
             return cur.fetchall() if cur.description is not None else []
 
@@ -267,11 +273,11 @@ class EmbeddedPostgres:
                     f"postgres exited with code {self._proc_returncode} during start:\n{tail}"
                 )
             try:
-                with psycopg.connect(self.dsn(), connect_timeout=2, autocommit=True) as conn:
+                with _psycopg().connect(self.dsn(), connect_timeout=2, autocommit=True) as conn:
                     row = conn.execute("SHOW server_version").fetchone()
                     self.version = str(row[0]) if row else ""
                 return
-            except psycopg.OperationalError as e:
+            except _psycopg().OperationalError as e:
                 last_error = str(e).strip()
                 time.sleep(0.05)
         tail = self._log_tail(log_offset)

@@ -499,6 +499,9 @@ class ClientConnection(FlowControlled):
         if self.phase is _CLOSED:
             return
         transport = self.transport
+        if notify and self.pooler.settings.log_pooler_errors:
+            # NOTE: PgBouncer logs every error it sends a client (log_pooler_errors).
+            log.warning("%s pooler error: %s", self.prefix(), reason)
         if transport is not None:
             self.pooler.flush_outbox()  # NOTE: what was posted goes before the close
             if notify:

@@ -24,6 +24,7 @@ monotonic = time.monotonic
 
 TICK = 0.05   # seconds between ticks
 SWEEP = 0.2   # seconds between sweeps of the pools for timeouts and launches
+RENAME_IDLE = 1.0  # seconds idle before a server gets the pool's application_name back
 
 
 class Janitor:
@@ -134,17 +135,22 @@ class Janitor:
                         now - client.request_time > idle_tx:
                     server.disconnect("idle transaction timeout")
                     client.fatal("idle transaction timeout")
-        # Idle servers: lifetime and idle timeout (keeping min_pool_size).
+        # Idle servers: lifetime and idle timeout (keeping min_pool_size), and the pool's own
+        # application_name back after a second idle.
         lifetime = s.server_lifetime
         server_idle = s.server_idle_timeout
-        if core.idle and (lifetime or server_idle):
+        if core.idle:
             keep = core.limits.min_pool_size
+            own_name = pool.extra_startup.get("application_name", "")
             for server in list(core.idle):
                 if server_idle and now - server.request_time > server_idle and \
                         core.server_count > keep:
                     server.disconnect("server idle timeout")
                 elif lifetime and now - server.connect_time >= lifetime:
                     server.disconnect("server lifetime over")
+                elif now - server.request_time >= RENAME_IDLE and \
+                        server.tracked.get("application_name", own_name) != own_name:
+                    self.pooler.links.refresh_idle(server)
         # Servers stuck logging in.
         if core.login and s.server_connect_timeout:
             for server in list(core.login):

@@ -68,6 +68,8 @@ class Links:
         server.request_time = now
         client.server = server
         server.link = client
+        if self.pooler.debug:
+            log.debug("%s linked to %s", client.prefix(), server.prefix())
         params = client.params
         # NOTE: clients with the same startup parameters share one params dict (copied when
         # one changes), so `in_sync` spares the comparison when the server's last client had
@@ -88,7 +90,10 @@ class Links:
             # server before anyone else gets it.
             server.dirty = True
         if diff:
-            server.inject(set_config_query(diff))
+            query = set_config_query(diff)
+            if self.pooler.debug:
+                log.debug("%s %s", server.prefix(), query)
+            server.inject(query)
             server.assume(diff)
 
     def hand_over(self, client: ClientConnection, server: ServerConnection) -> None:
@@ -128,6 +133,8 @@ class Links:
         client.server = None
         server.link = None
         server.request_time = now
+        if self.pooler.debug:
+            log.debug("%s released %s", client.prefix(), server.prefix())
         if server.reading_paused:
             server.resume_reading()
         if discard:
@@ -154,6 +161,9 @@ class Links:
     def reset(self, server: ServerConnection, rollback: bool, discard: bool) -> None:
         """Run ROLLBACK and/or the reset query; the server is ready again when both answer."""
         server.pool.core.mark_tested(server)
+        if self.pooler.debug:
+            log.debug("%s reset:%s%s", server.prefix(), " ROLLBACK" if rollback else "",
+                      " reset query" if discard else "")
         if rollback:
             server.inject("ROLLBACK", after="ready")
         if discard:
@@ -167,6 +177,14 @@ class Links:
         """The injected reset (or connect_query) answered without error."""
         server.dirty = False
         self.server_ready(server)
+
+    def refresh_idle(self, server: ServerConnection) -> None:
+        """An idle server still carries its last client's application_name: give it back
+        the pool's own (its answer swallowed, the server idle again after it)."""
+        name = server.pool.extra_startup.get("application_name", "")
+        server.pool.core.mark_tested(server)
+        server.inject(set_config_query({"application_name": name}), after="ready")
+        server.assume({"application_name": name})
 
     # ---- session state --------------------------------------------------------------------
     def session_changed(self, server: ServerConnection) -> None:
@@ -217,8 +235,6 @@ class Links:
             client.server = None
             server.link = None
             server.disconnect(f"client sent an invalid message: {reason}")
-        if self.pooler.settings.log_pooler_errors:
-            log.warning("%s pooler error: %s", client.prefix(), reason)
         client.fatal(reason)
 
     def server_gone(self, server: ServerConnection, reason: str) -> None:

@@ -116,14 +116,18 @@ class Login:
                 # they (or "options") are in ignore_startup_parameters.
                 settings = startup_options(value)
                 if settings is None:
-                    client.fatal("unsupported options startup parameter: only '-c config=val' "
-                                 "and '--config=val' are allowed")
+                    self.refuse(client, "unsupported options startup parameter: only "
+                                "'-c config=val' and '--config=val' are allowed",
+                                why=f"unsupported options startup parameter: {value}")
                     return
                 for name, setting in settings:
                     if name.lower() in self.pooler.tracked_canonical:
                         startup[self.pooler.tracked_canonical[name.lower()]] = setting
                     elif name.lower() not in ignored and "options" not in ignored:
-                        client.fatal(f"unsupported startup parameter in options: {name}")
+                        self.refuse(client,
+                                    f"unsupported startup parameter in options: {name}",
+                                    why=f"unsupported startup parameter in options: "
+                                        f"{name}={setting}")
                         return
                 continue
             if low in self.pooler.tracked_canonical:
@@ -131,7 +135,8 @@ class Login:
             elif low in ignored:
                 continue
             else:
-                client.fatal(f"unsupported startup parameter: {key}")
+                self.refuse(client, f"unsupported startup parameter: {key}",
+                            why=f"unsupported startup parameter: {key}={value}")
                 return
         user = params.get("user", "")
         if not user:
@@ -162,12 +167,10 @@ class Login:
 
     def refuse(self, client: ClientConnection, message: str, sqlstate: str = "08P01",
                why: str | None = None) -> None:
-        """End a login with PgBouncer's words, in the log too ("closing because: ...")."""
+        """End a login with PgBouncer's words; `why` goes to the log first (the error itself
+        is logged as a pooler error, and the close with its reason)."""
         if why:
             log.info("%s %s", client.prefix(), why)
-        if not self.pooler.settings.log_disconnections:
-            # NOTE: with log_disconnections the close itself is logged with the reason.
-            log.info("%s login failed: %s", client.prefix(), message)
         client.fatal(message, sqlstate)
 
     def _authenticate(self, client: ClientConnection, db: DatabaseConfig | None,

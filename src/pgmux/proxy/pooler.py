@@ -38,6 +38,8 @@ monotonic = time.monotonic
 # Client-visible parameters each client keeps for itself (PgBouncer's set plus search_path).
 BASE_TRACKED = ("client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings",
                 "application_name", "IntervalStyle", "search_path")
+# application_name of server logins whose [databases] entry names none.
+SERVER_APPLICATION_NAME = "pgmux"
 # The pool startup parameters a [databases] entry may set, by DatabaseConfig attribute.
 _DB_STARTUP = (("client_encoding", "client_encoding"), ("datestyle", "DateStyle"),
                ("timezone", "TimeZone"), ("application_name", "application_name"))
@@ -61,6 +63,9 @@ class Pooler:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._next_ident = 0
         self.started = time.time()
+        # NOTE: -v: PgBouncer's verbose lines (each link, release and SET); read once here so
+        # the hot path pays one attribute test.
+        self.debug = log.isEnabledFor(logging.DEBUG)
         self.auto_sizes: dict[str, int] = {}
         self.stats_period: StatsPeriod | None = None  # stats/period.py's, made on first use
         # NOTE: writes of one loop iteration, sent together when the iteration's ready events
@@ -171,7 +176,7 @@ class Pooler:
     def client_closed(self, client: ClientConnection, reason: str) -> None:
         self.clients.discard(client)
         self.login.forget_key(client)
-        if self.settings.log_disconnections and client.user:
+        if self.settings.log_disconnections:
             log.info("%s closing because: %s (age=%ds)", client.prefix(), reason,
                      int(monotonic() - client.connect_time))
         self.links.client_gone(client)
@@ -218,6 +223,10 @@ class Pooler:
         name = key[0]
         startup = {param: value for attr, param in _DB_STARTUP
                    if (value := getattr(db, attr))}
+        # NOTE: server logins say who they are, so that readers of pg_stat_activity (pgmux
+        # doctor, an operator) tell the pool from a leak; a client's own name is applied
+        # while it holds the server, and an idle server gets this one back (janitor).
+        startup.setdefault("application_name", SERVER_APPLICATION_NAME)
         pool = Pool(name, server_user, host=db.host, port=db.port, dbname=db.dbname or name,
                     server_user=server_user, server_password=password,
                     pool_mode=conf.pool_mode_for(name, server_user),
