@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from pgmux.protocol.sql import changes_session, set_config_query
+from pgmux.protocol.sql import NONE, TRACKED, UNTRACKED, changes_session, set_config_query
 
 LEAVES_STATE = [
     b"SET search_path = x", b"set\ttimezone to 'UTC'", b"  create temp table t ()",
     b"CREATE TEMPORARY TABLE t ()", b"create local temp table t ()", b"RESET ALL",
     b"DISCARD ALL", b"listen chan", b"prepare p as select 1", b"DEALLOCATE p",
     b"declare c cursor with hold for select 1", b"load 'auto_explain'",
+    b"set session characteristics as transaction read only", b"unlisten *",
+    b"close c", b"drop table t", b"select pg_advisory_unlock(1)",
+    b"select pg_advisory_xact_lock(1)",
     b"set session authorization bob", b"select pg_advisory_lock(1)",
     b"SELECT pg_try_advisory_lock_shared(1)", b"select set_config('x.y', '1', false)",
     b"SELECT Set_Config('x.y', '1', false)", b"select dblink_connect('c')",
@@ -22,8 +25,7 @@ LEAVES_STATE = [
 STAYS_CLEAN = [
     b"select 1", b"SELECT abalance FROM pgbench_accounts WHERE aid = 48213;",
     b"set local statement_timeout = 5", b"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
-    b"set constraints all deferred", b"set session characteristics as transaction read only",
-    b"select pg_advisory_xact_lock(1)", b"begin", b"commit", b"select 1; select 2;",
+    b"set constraints all deferred", b"begin", b"commit", b"select 1; select 2;",
     b"insert into settings values ('set x')", b"create table t ()", b"selected",
     "SELECT 'ŞET x' AS größe;".encode(), b"select '\xff\xfe set x = 1'",
 ]
@@ -37,6 +39,15 @@ def test_leaves_state(sql: bytes) -> None:
 @pytest.mark.parametrize("sql", STAYS_CLEAN)
 def test_stays_clean(sql: bytes) -> None:
     assert not changes_session(sql)
+
+
+@pytest.mark.parametrize(("sql", "verdict"), [
+    (b"select 1", NONE), (b"set x = 1", TRACKED), (b"select pg_advisory_lock(1)", TRACKED),
+    (b"load 'auto_explain'", UNTRACKED), (b"select dblink_connect('c')", UNTRACKED),
+    (b"set x = 1; load 'y'", UNTRACKED), (b"select 1; listen c", TRACKED),
+])
+def test_what_kind_of_state(sql: bytes, verdict: int) -> None:
+    assert changes_session(sql) == verdict
 
 
 def test_set_config_query_quotes_values() -> None:

@@ -7,7 +7,7 @@ from types import MappingProxyType
 from typing import Any
 
 from pgmux.config import Config, DatabaseConfig
-from pgmux.config.settings import Settings
+from pgmux.config.settings import PgmuxSettings, Settings
 from pgmux.pool.core import ServerState
 from pgmux.protocol import messages as m
 from pgmux.proxy.client import ClientConnection, Phase
@@ -68,6 +68,20 @@ class FakeTransport:
         return out
 
 
+def readback_answer(gucs: dict[str, str] | None = None, **fields: object) -> bytes:
+    """What PostgreSQL answers pgmux's session read-back (protocol/state.py READBACK)."""
+    import json
+
+    body: dict[str, object] = {"gucs": gucs or {}, "role": "none", "session_user": "u",
+                               "prepared": {}, "advisory": 0, "listen": 0, "temp": 0,
+                               "cursors": 0}
+    body.update(fields)
+    text = json.dumps(body).encode()
+    row = m.message(m.B_DATA_ROW, m.INT16.pack(1) + m.INT32.pack(len(text)) + text)
+    return (m.row_description([("json_build_object", 114)]) + row +
+            m.command_complete("SELECT 1") + ready())
+
+
 def ready(status: bytes = b"I") -> bytes:
     return m.ready_for_query(status)
 
@@ -79,11 +93,13 @@ def answer(tag: str = "SELECT 1", status: bytes = b"I") -> bytes:
 class Harness:
     """A Pooler with one database `app`, servers made by hand, clients logged in by hand."""
 
-    def __init__(self, mode: str = "transaction", pool_size: int = 2, **settings: Any) -> None:
+    def __init__(self, mode: str = "transaction", pool_size: int = 2,
+                 pgmux: dict[str, Any] | None = None, **settings: Any) -> None:
         db = DatabaseConfig("app", host="127.0.0.1", port=5432, dbname="app")
         s = Settings(pool_mode=mode, default_pool_size=pool_size, log_connections=False,
                      log_disconnections=False, **settings)
-        self.pooler = Pooler(Config(settings=s, databases=MappingProxyType({"app": db})))
+        self.pooler = Pooler(Config(settings=s, databases=MappingProxyType({"app": db}),
+                                    pgmux=PgmuxSettings(**(pgmux or {}))))
         # NOTE: no loop runs: the test flushes the outbox where the loop would.
         self.pooler.schedule_flush = lambda: None
         self.pool = self.pooler.get_pool(db, "u")

@@ -134,7 +134,7 @@ def test_server_fatal_reaches_the_client_alone() -> None:
 
 
 def test_dirty_server_is_reset_before_the_next_client() -> None:
-    h = Harness(pool_size=1)
+    h = Harness(pool_size=1, pgmux={"session_state": "reset"})
     server = h.server()
     client = h.client()
     h.send(client, m.query("set work_mem = '8MB'"))

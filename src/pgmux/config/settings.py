@@ -13,6 +13,8 @@ POOL_MODES = ("session", "transaction", "statement")
 AUTH_TYPES = ("any", "trust", "plain", "md5", "cert", "hba", "pam", "scram-sha-256", "ldap")
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 LOAD_BALANCE_HOSTS = ("round-robin", "disable")
+SESSION_STATE_MODES = ("track", "reset", "off")
+SESSION_CHECKS = ("auto", "always")
 
 DEFAULT_AUTH_QUERY = (
     "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END "
@@ -178,6 +180,15 @@ class PgmuxSettings:
     budget_file: str | None = field(default=None, metadata={"kind": _STR})
     auto_pool_fraction: float = field(
         default=0.75, metadata={"kind": _FLOAT, "lo": 0.0, "hi": 1.0})
+    # Session state in transaction and statement mode (docs/session-state.md): track (each
+    # client keeps what it sets: replayed or pinned), reset (a server whose session state a
+    # client changed is reset before reuse; the client loses it) or off (PgBouncer: it leaks).
+    session_state: str = _choice("track", SESSION_STATE_MODES)
+    # When to read a session back: auto (after a transaction whose text may have changed it)
+    # or always (after every transaction: also catches a SET inside a function body).
+    session_check: str = _choice("auto", SESSION_CHECKS)
+    # The most servers of one pool that pinned clients may keep; 0: the pool size minus one.
+    max_pinned_servers: int = _int(0)
 
 
 SETTING_NAMES: frozenset[str] = frozenset(f.name for f in dataclasses.fields(Settings))

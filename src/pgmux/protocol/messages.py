@@ -167,6 +167,28 @@ def parse_cstrings(body: bytes) -> list[str]:
     return [p.decode("utf-8", "replace") for p in parts]
 
 
+def parse_data_row(body: bytes) -> list[bytes | None]:
+    """The column values of a DataRow body (None for NULL). Raises ValueError if short."""
+    if len(body) < 2:
+        raise ValueError("DataRow too short")
+    count = INT16.unpack_from(body, 0)[0]
+    pos = 2
+    out: list[bytes | None] = []
+    for _ in range(count):
+        if pos + 4 > len(body):
+            raise ValueError("DataRow too short")
+        size = INT32.unpack_from(body, pos)[0]
+        pos += 4
+        if size < 0:
+            out.append(None)
+            continue
+        if pos + size > len(body):
+            raise ValueError("DataRow too short")
+        out.append(body[pos:pos + size])
+        pos += size
+    return out
+
+
 def parse_parameter_status(body: bytes) -> tuple[str, str]:
     parts = parse_cstrings(body)
     if len(parts) < 2:

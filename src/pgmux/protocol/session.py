@@ -153,15 +153,19 @@ _NOT_READY = Decision(CLOSE, reason="client disconnect while server was not read
 _LIFETIME = Decision(CLOSE, reason="server lifetime over")
 
 
-def after_ready(mode: str, status: int, dirty: bool, reset_always: bool) -> Decision:
+def after_ready(mode: str, status: int, dirty: bool, reset_always: bool,
+                pinned: bool = False) -> Decision:
     """The server answered everything the client sent and is idle (ReadyForQuery with nothing
-    outstanding, at a message boundary): keep, release (with a reset when its session state
-    changed, or always when server_reset_query_always), or refuse the client (statement mode
-    inside a transaction block)."""
+    outstanding, at a message boundary): keep (session mode, a transaction still open, or a
+    client pinned by state that cannot move), release (with a reset when its session state
+    changed untracked, or always when server_reset_query_always), or refuse the client
+    (statement mode inside a transaction block)."""
     if mode == "session":
         return _KEEP
     if status != STATUS_IDLE:
         return _REFUSE if mode == "statement" else _KEEP
+    if pinned:
+        return _KEEP
     if dirty or reset_always:
         return _RELEASE_DISCARD
     return _RELEASE

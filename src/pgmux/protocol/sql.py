@@ -5,50 +5,73 @@ from __future__ import annotations
 
 import re
 
+# What a statement may do to the session, as changes_session answers it.
+NONE = 0       # nothing that outlives the transaction
+TRACKED = 1    # settings, SQL prepared statements, locks, channels, temp tables, cursors:
+               # read back from the server afterwards (protocol/state.py)
+UNTRACKED = 2  # a loaded library, a dblink connection: only a reset clears it
+
 # NOTE: matched against the lower-cased statement, at its start and after each ';'. SET LOCAL,
-# SET TRANSACTION, SET CONSTRAINTS and SET SESSION CHARACTERISTICS end with the transaction.
+# SET TRANSACTION and SET CONSTRAINTS end with the transaction; SET SESSION CHARACTERISTICS
+# does not (it sets the session's default_transaction_*). DROP and CLOSE may end a temp
+# table or a cursor that keeps a client on its server.
 _SESSION_HEAD = re.compile(
-    r"\s*(?:set\s+(?!local\b|transaction\b|constraints\b|session\s+characteristics\b)"
-    r"|reset\b|create\s+(?:(?:global|local)\s+)?temp|listen\b|prepare\b|declare\b|load\b"
-    r"|discard\b|deallocate\b)")
+    r"\s*(?:set\s+(?!local\b|transaction\b|constraints\b)"
+    r"|reset\b|create\s+(?:(?:global|local)\s+)?temp|listen\b|unlisten\b|prepare\b"
+    r"|declare\b|discard\b|deallocate\b|close\b|drop\b|(load)\b)")
 # The words _SESSION_HEAD can start with: a cheap test that spares the regex for SELECT & co.
-_HEAD_WORDS = ("set", "reset", "create", "listen", "prepare", "declare", "load", "discard",
-               "deallocate")
+_HEAD_WORDS = ("set", "reset", "create", "listen", "unlisten", "prepare", "declare", "load",
+               "discard", "deallocate", "close", "drop")
 _BLANKS = " \t\r\n;"
 
 
-def changes_session(sql: bytes) -> bool:
-    """True when a statement may leave session state behind (SET, temp tables, LISTEN, ...).
+def _head(match: re.Match[str] | None) -> int:
+    if match is None:
+        return NONE
+    return UNTRACKED if match.group(1) else TRACKED
 
-    Errs on the side of yes: a false positive costs one reset query, a false negative leaks.
-    NOTE: on the hot path of every query in transaction mode, so the text is decoded as latin-1
-    (one byte, one character: keywords match whatever the encoding) and searched as str, whose
-    searches cost a fraction of the same searches on bytes. One lower(), a startswith that spares
-    the regex for most statements, and a few short searches: set_config, session-level advisory
-    locks (the xact variants, "advisory_xact_lock", do not match) and dblink_connect.
+
+def changes_session(sql: bytes) -> int:
+    """What a statement may leave behind in the session: NONE, TRACKED (settings, prepared
+    statements, advisory locks, LISTEN, temp tables, cursors) or UNTRACKED (LOAD,
+    dblink_connect); the most of its statements.
+
+    Errs on the side of yes: a false positive costs one read-back or reset, a false negative
+    leaks. NOTE: on the hot path of every query in transaction mode, so the text is decoded as
+    latin-1 (one byte, one character: keywords match whatever the encoding) and searched as
+    str, whose searches cost a fraction of the same searches on bytes. One lower(), a
+    startswith that spares the regex for most statements, and a few short searches:
+    set_config, advisory locks (lock and unlock, session and xact) and dblink_connect.
     """
     low = (sql if len(sql) <= 65536 else sql[:65536]).decode("latin-1").lower()
     match = _SESSION_HEAD.match
-    if low.lstrip().startswith(_HEAD_WORDS) and match(low):
-        return True
-    # NOTE: "_co" is in set_config and dblink_connect, "y_lo" in every advisory_lock variant:
-    # two short searches rule all three out for almost every query.
-    if ("_co" in low or "y_lo" in low) and (
-            "set_config" in low or "advisory_lock" in low or "dblink_connect" in low):
-        return True
+    found = NONE
+    if low.lstrip().startswith(_HEAD_WORDS):
+        found = _head(match(low))
+        if found == UNTRACKED:
+            return found
+    # NOTE: "_co" is in set_config and dblink_connect, "advisory" in every advisory lock
+    # function: two short searches rule all three out for almost every query.
+    if "_co" in low or "advisory" in low:
+        if "dblink_connect" in low:
+            return UNTRACKED
+        if "set_config" in low or "advisory" in low:
+            found = TRACKED
     body = low.rstrip(_BLANKS)
     if ";" in body:
         for stmt in body.split(";")[1:]:
-            if match(stmt):
-                return True
-    return False
+            verdict = _head(match(stmt))
+            if verdict == UNTRACKED:
+                return verdict
+            found = max(found, verdict)
+    return found
 
 
-_VERDICTS: dict[bytes, bool] = {}
+_VERDICTS: dict[bytes, int] = {}
 _VERDICTS_MAX = 4096
 
 
-def changes_session_cached(sql: bytes) -> bool:
+def changes_session_cached(sql: bytes) -> int:
     """changes_session, remembered per text: extended-protocol clients Parse the same few
     statements over and over. Bounded: the memory is dropped when it fills."""
     verdict = _VERDICTS.get(sql)

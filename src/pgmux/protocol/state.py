@@ -130,6 +130,18 @@ def merge_startup(startup: SessionState, read: SessionState) -> SessionState:
     return SessionState(tuple(sorted(gucs.items())), read.prepared, read.pins)
 
 
+# What undoes each kind of pinned state (when a pin is refused: max_pinned_servers).
+_UNDO = {PIN_ADVISORY: "SELECT pg_catalog.pg_advisory_unlock_all()", PIN_LISTEN: "UNLISTEN *",
+         PIN_TEMP: "DISCARD TEMP", PIN_CURSOR: "CLOSE ALL"}
+
+
+def pin_undo(pins: tuple[str, ...]) -> str | None:
+    """The statements that end the pinned state of `pins` (None when none of them can be
+    undone alone: a SQL PREPARE pgmux cannot tell apart stays)."""
+    steps = [_UNDO[p] for p in pins if p in _UNDO]
+    return "; ".join(steps) if steps else None
+
+
 def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 

@@ -21,6 +21,7 @@ from pgmux.protocol import messages as m
 from pgmux.protocol.framing import FRONTEND_TYPES, Framer
 from pgmux.protocol.prepared import ClientStatements, rewrite
 from pgmux.protocol.sql import changes_session, changes_session_cached
+from pgmux.protocol.state import EMPTY
 from pgmux.proxy.flow import FlowControlled
 
 if TYPE_CHECKING:
@@ -102,8 +103,9 @@ class ClientConnection(FlowControlled):
                  "cancel_key", "client_state", "close_reason", "connect_time", "dbname", "early",
                  "framer", "ident", "local_addr", "local_port", "params", "pending",
                  "pending_bytes", "pending_needs_server", "phase", "pool", "pool_mode", "pooler",
-                 "port", "request_time", "scram_keys", "server", "sql_prepared", "startup",
-                 "stmts", "tls", "user", "wait_start", "watch_session")
+                 "port", "request_time", "scram_keys", "server", "session", "sql_prepared",
+                 "startup", "startup_state", "stmts", "tls", "user", "wait_start",
+                 "wants_session", "watch_session")
 
     def __init__(self, pooler: Pooler) -> None:
         self.pooler = pooler
@@ -146,6 +148,11 @@ class ClientConnection(FlowControlled):
         self.auth_secret: str | None = None  # looked up with auth_query
         self.stmts: ClientStatements | None = None  # named prepared statements (transaction mode)
         self.sql_prepared: set[str] = set()  # names made with SQL PREPARE (transaction mode)
+        # NOTE: session state (protocol/state.py): what the client's session holds, and what
+        # its startup packet set (RESET returns there); written by login and link.
+        self.session = EMPTY
+        self.startup_state = EMPTY
+        self.wants_session = False  # asked for session pooling for itself alone
 
     def is_logging_in(self) -> bool:
         return self.phase in LOGIN_PHASES
@@ -247,14 +254,18 @@ class ClientConnection(FlowControlled):
                 return
             if kind == 1:  # Query
                 if watch:
-                    if not server.dirty and changes_session(chunk[start + 5:end - 1]):
-                        self.pooler.links.session_changed(server)
+                    if not server.dirty:
+                        kind = changes_session(chunk[start + 5:end - 1])
+                        if kind:
+                            self.pooler.links.session_changed(server, kind)
                     if _MAYBE_PREPARE[chunk[start + 5]]:
                         self._note_sql_prepare(chunk, start + 5, end - 1)
                 continue
             if kind == 2:  # Parse: statement name, NUL, query text, NUL, ...
-                if watch and not server.dirty and self._parse_changes_session(chunk, start, end):
-                    self.pooler.links.session_changed(server)
+                if watch and not server.dirty:
+                    kind = self._parse_changes_session(chunk, start, end)
+                    if kind:
+                        self.pooler.links.session_changed(server, kind)
                 if check_names and chunk[start + 5]:
                     named = True
             elif check_names and not named:
@@ -313,12 +324,12 @@ class ClientConnection(FlowControlled):
                 return m.error_response(text, err.sqlstate, severity=err.severity)
         return None
 
-    def _parse_changes_session(self, chunk: bytes, start: int, end: int) -> bool:
+    def _parse_changes_session(self, chunk: bytes, start: int, end: int) -> int:
         """Does the statement of this Parse (name, NUL, query text, NUL, ...) change session
         state? A malformed one is left for the server to refuse."""
         name_end = chunk.find(0, start + 5, end)
         q_end = chunk.find(0, name_end + 1, end) if name_end >= 0 else -1
-        return q_end >= 0 and changes_session_cached(chunk[name_end + 1:q_end])
+        return changes_session_cached(chunk[name_end + 1:q_end]) if q_end >= 0 else 0
 
     def _queue(self, chunk: bytes, msgs: list[tuple[int, int, int]]) -> None:
         """No server: keep the messages; ask for one when they need it."""
@@ -390,7 +401,8 @@ class ClientConnection(FlowControlled):
         """Serve this client in pool mode `mode` from now on (login, or a RELOAD that changed
         the pool's mode while it held no server)."""
         self.pool_mode = mode
-        self.watch_session = mode != "session"
+        self.watch_session = mode != "session" and \
+            self.pooler.config.pgmux.session_state != "off"
 
     # ---- startup and authentication -----------------------------------------------------
     def start_tls(self, context: ssl.SSLContext) -> None:

@@ -14,9 +14,19 @@ import time
 from typing import TYPE_CHECKING
 
 from pgmux.pool.core import ServerState
+from pgmux.protocol import messages as m
 from pgmux.protocol import session
-from pgmux.protocol.session import CLOSE, HAND_ON, KEEP, RELEASE, RESET
-from pgmux.protocol.sql import set_config_query
+from pgmux.protocol.session import CLOSE, HAND_ON, KEEP, RELEASE, RESET, STATUS_IDLE
+from pgmux.protocol.sql import TRACKED, set_config_query
+from pgmux.protocol.state import (
+    EMPTY,
+    READBACK,
+    SessionState,
+    merge_startup,
+    parse_readback,
+    pin_undo,
+    replay,
+)
 
 if TYPE_CHECKING:
     from pgmux.proxy.client import ClientConnection
@@ -28,6 +38,7 @@ monotonic = time.monotonic
 
 # NOTE: module constants for the Enum members the hot path compares (see server.py).
 _CLOSED = ServerState.CLOSED
+_READY_TAIL = b"\x00\x00\x00\x05" + b"I"  # what a ReadyForQuery(idle) ends with
 
 
 class Links:
@@ -71,30 +82,51 @@ class Links:
         if self.pooler.debug:
             log.debug("%s linked to %s", client.prefix(), server.prefix())
         params = client.params
+        sql: list[str] = []
         # NOTE: clients with the same startup parameters share one params dict (copied when
         # one changes), so `in_sync` spares the comparison when the server's last client had
-        # the same.
+        # the same; a client's session state is one immutable object, compared the same way.
         if server.in_sync is not params:
             if server.tracked != params:
-                self._sync_params(server, params)
+                self._sync_params(server, params, sql)
             server.in_sync = params
+        want = client.session
+        if server.session is not want:
+            step = replay(server.session, want)
+            if step is not None:
+                sql.append(step)
+                stats.session_replays += 1
+            server.session = want
+        if sql:
+            query = "; ".join(sql)
+            if self.pooler.debug:
+                log.debug("%s %s", server.prefix(), query)
+            # NOTE: in the same write as the client's first message; a failure ends the
+            # client (replay_failed), since its state is not there.
+            server.inject(query, after="replay")
         if client.writing_paused:
             server.pause_reading()
 
-    def _sync_params(self, server: ServerConnection, wanted: dict[str, str]) -> None:
-        """Apply a client's parameters that differ on this server, in the same write as its
-        first message (the answers are swallowed)."""
+    def _sync_params(self, server: ServerConnection, wanted: dict[str, str],
+                     sql: list[str]) -> None:
+        """The client's reported parameters that differ on this server."""
         diff = {k: v for k, v in wanted.items() if server.tracked.get(k) != v}
         if any(k not in server.params for k in diff):
             # NOTE: a value the server won't report back can't be compared later: reset the
             # server before anyone else gets it.
             server.dirty = True
         if diff:
-            query = set_config_query(diff)
-            if self.pooler.debug:
-                log.debug("%s %s", server.prefix(), query)
-            server.inject(query)
+            sql.append(set_config_query(diff))
             server.assume(diff)
+
+    def replay_failed(self, server: ServerConnection, message: str) -> None:
+        """The statements that bring a server to its client's state failed: the client's
+        session cannot be what it set, so it ends, and the server (state unknown) closes."""
+        client = server.link
+        server.disconnect(f"session state replay failed: {message}")
+        if client is not None:
+            client.fatal(f"pgmux could not restore this session's state on a server: "
+                         f"{message}")
 
     def hand_over(self, client: ClientConnection, server: ServerConnection) -> None:
         """Give a server to a client that waited for it, and send what the client queued."""
@@ -106,20 +138,138 @@ class Links:
     def transaction_end(self, client: ClientConnection, server: ServerConnection,
                         out: bytes) -> None:
         """The server answered everything and is idle; `out` ends with its ReadyForQuery."""
-        d = session.after_ready(client.pool_mode, server.link_state.status, server.dirty,
-                                self.pooler.settings.server_reset_query_always)
+        status = server.link_state.status
+        if (server.recheck or self.check_always(client)) and status == STATUS_IDLE and \
+                client.pool_mode != "session":
+            self._read_back(client, server, out)
+            return
+        self._decide(client, server, out, status)
+
+    def check_always(self, client: ClientConnection) -> bool:
+        """session_check = always: read the session back after every transaction."""
+        settings = self.pooler.config.pgmux
+        return client.watch_session and settings.session_check == "always" and \
+            settings.session_state == "track"
+
+    def _decide(self, client: ClientConnection, server: ServerConnection, out: bytes,
+                status: int) -> None:
+        d = session.after_ready(client.pool_mode, status, server.dirty,
+                                self.pooler.settings.server_reset_query_always,
+                                pinned=bool(client.session.pins))
         action = d.action
         if action == RELEASE:
-            client.send(out)
+            if out:
+                client.send(out)
             self.release(client, server, d.discard)
         elif action == KEEP:
-            client.send(out)
+            if out:
+                client.send(out)
         else:  # REFUSE
             # NOTE: the client must read the refusal as the answer to its BEGIN, so the
             # ReadyForQuery that ends `out` is replaced by the error.
             client.send(out[:-6])
             server.pool.stats.xact_count += 1
             client.disconnect(d.reason)
+
+    # ---- session state: read back, pin, unpin ----------------------------------------------
+    def _read_back(self, client: ClientConnection, server: ServerConnection,
+                   out: bytes) -> None:
+        """Ask the server what the session holds now; the client's ReadyForQuery waits for
+        the answer (readback_done), so nothing it does next can overtake it."""
+        if out.endswith(_READY_TAIL) and out[-6:-5] == b"Z":
+            client.send(out[:-6])
+            server.withheld = out[-6:]
+        else:
+            client.send(out)
+        server.recheck = False
+        server.capture = []
+        server.pool.stats.session_readbacks += 1
+        server.inject(READBACK, after="readback")
+
+    def readback_done(self, server: ServerConnection, rows: list[bytes],
+                      error: m.ErrorFields | None) -> None:
+        """The read-back answered: the client's state is what the server holds; pin or unpin
+        it, bring the server back to the startup settings a RESET removed, answer the client
+        and decide as at any transaction's end."""
+        client = server.link
+        withheld, server.withheld = server.withheld, b""
+        if client is None:
+            return
+        pool = server.pool
+        read = None
+        if error is None and len(rows) == 1:
+            try:
+                values = m.parse_data_row(rows[0][5:])
+                text = values[0] if values else None
+                if text is not None:
+                    read = parse_readback(text.decode(), pool.server_user,
+                                          self.pooler.tracked_params)
+            except ValueError as exc:
+                log.warning("%s session read-back not understood: %s", server.prefix(), exc)
+        if read is None:
+            # NOTE: the state is unknown: the server is reset before anyone else gets it, and
+            # the client keeps what it had (as with session_state = reset).
+            log.warning("%s session read-back failed: %s", server.prefix(),
+                        error.message if error is not None else "no answer")
+            server.dirty = True
+            self._decide(client, server, withheld, server.link_state.status)
+            return
+        notice = b""
+        if pin_undo(read.pins) and not client.session.pins and not self._may_pin(client):
+            notice = self._refuse_pin(client, server, read)
+            read = read.movable()
+        want = merge_startup(client.startup_state, read)
+        self._note_pins(client, client.session.pins, want.pins)
+        server.session = read
+        step = replay(read, want)
+        if step is not None:
+            server.inject(step, after="replay")
+        client.session = want if want != client.session else client.session
+        server.session = client.session
+        if notice:
+            client.send(notice)
+        self._decide(client, server, withheld, server.link_state.status)
+
+    def _may_pin(self, client: ClientConnection) -> bool:
+        """Whether one more of this pool's servers may be pinned (max_pinned_servers; by
+        default the pool size minus one, so a server stays for everyone else)."""
+        pool = client.pool
+        if pool is None:
+            return False
+        cap = self.pooler.config.pgmux.max_pinned_servers
+        size = pool.core.limits.pool_size
+        if not cap:
+            if not size:
+                return True  # NOTE: pool_size 0: no limit
+            cap = size - 1
+        pinned = sum(1 for c in pool.core.clients if c.session.pins and c is not client)
+        return pinned < cap
+
+    def _refuse_pin(self, client: ClientConnection, server: ServerConnection,
+                    read: SessionState) -> bytes:
+        """The statement just run would pin one server too many: undo what pins (the client
+        sees an error after its statement's result) and say why."""
+        undo = pin_undo(read.pins)
+        if undo:
+            server.inject(undo, after="replay")
+        pool = server.pool
+        cap = self.pooler.config.pgmux.max_pinned_servers or pool.core.limits.pool_size - 1
+        reasons = ", ".join(read.pins)
+        log.warning("%s pin refused (%s): max_pinned_servers %d reached", client.prefix(),
+                    reasons, cap)
+        return m.error_response(
+            f"pgmux: too many pinned server connections in pool {pool.name}/{pool.user} "
+            f"(max_pinned_servers = {cap}): {reasons} cannot be kept and was undone",
+            "53400")
+
+    def _note_pins(self, client: ClientConnection, before: tuple[str, ...],
+                   after: tuple[str, ...]) -> None:
+        if before == after:
+            return
+        if after:
+            log.info("%s pinned to its server: %s", client.prefix(), ", ".join(after))
+        else:
+            log.info("%s unpinned: %s gone", client.prefix(), ", ".join(before))
 
     def release(self, client: ClientConnection, server: ServerConnection, discard: bool) -> None:
         """Unlink at the end of a transaction and give the server to the next client."""
@@ -172,6 +322,8 @@ class Links:
             if server.stmts is not None:
                 server.stmts.invalidate()
             server.forget_unreported()
+            server.session = EMPTY
+            server.recheck = False
 
     def reset_done(self, server: ServerConnection) -> None:
         """The injected reset (or connect_query) answered without error."""
@@ -187,10 +339,14 @@ class Links:
         server.assume({"application_name": name})
 
     # ---- session state --------------------------------------------------------------------
-    def session_changed(self, server: ServerConnection) -> None:
-        """The client changed session state on its server (SET, temp tables, ...): the server
-        is reset before anyone else gets it."""
-        server.dirty = True
+    def session_changed(self, server: ServerConnection, kind: int) -> None:
+        """The client may have changed its session (protocol/sql.py changes_session): with
+        session_state = track, what pgmux can read back is read back after the transaction;
+        the rest (and everything in reset mode) resets the server before anyone else."""
+        if kind == TRACKED and self.pooler.config.pgmux.session_state == "track":
+            server.recheck = True
+        else:
+            server.dirty = True
 
     def retire(self, server: ServerConnection, reason: str) -> None:
         """Close this server as soon as it is free (RECONNECT, a changed database, a pool over
@@ -214,8 +370,12 @@ class Links:
             return
         ls = server.link_state
         settings = self.pooler.settings
-        d = session.client_gone(ls.idle, bool(server.swallow), ls.status, server.pool.pool_mode,
-                                server.dirty, settings.server_reset_query_always,
+        # NOTE: what cannot move (locks, channels, temp tables) or is unknown (a read-back
+        # not done) is discarded; settings and prepared statements stay, the next client's
+        # link replays the difference. The mode is the one the client used the server in.
+        dirty = server.dirty or server.recheck or bool(server.session.pins)
+        d = session.client_gone(ls.idle, bool(server.swallow), ls.status, client.pool_mode,
+                                dirty, settings.server_reset_query_always,
                                 settings.server_reset_query)
         if d.action == CLOSE:
             server.disconnect(d.reason)

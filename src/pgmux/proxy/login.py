@@ -18,6 +18,7 @@ from pgmux.auth import AuthError, ClientAuthenticator
 from pgmux.config import DatabaseConfig
 from pgmux.protocol import messages as m
 from pgmux.protocol.prepared import ClientStatements
+from pgmux.protocol.state import state
 from pgmux.proxy import tls
 from pgmux.proxy.client import Phase as ClientPhase
 from pgmux.proxy.clientauth import CONFIG_ERROR, NO_METHOD, ClientAuth, Method
@@ -31,6 +32,8 @@ log = logging.getLogger("pgmux")
 
 # Startup parameters accepted without ignore_startup_parameters (lower-case).
 STARTUP_ALLOWED = {"user", "database", "replication"}
+# The setting a client asks for its own session with (`options=-c pgmux.pool_mode=session`).
+SESSION_REQUEST = "pgmux.pool_mode"
 _KEY = struct.Struct("!II")
 
 
@@ -105,15 +108,19 @@ class Login:
             client.fatal("SSL required", "28000")
             return
         ignored = {p.lower() for p in s.ignore_startup_parameters}
+        # NOTE: with session_state = track, any other setting (in `options` or as a startup
+        # parameter) becomes part of the client's session and is applied on every server it
+        # gets; otherwise PgBouncer's rule: tracked parameters only, the rest refused unless
+        # ignore_startup_parameters lists them (or "options").
+        track = self.pooler.config.pgmux.session_state == "track"
+        tracked = self.pooler.tracked_canonical
         startup: dict[str, str] = {}
+        gucs: dict[str, str] = {}
         for key, value in params.items():
             low = key.lower()
             if low in STARTUP_ALLOWED:
                 continue
             if low == "options":
-                # NOTE: PgBouncer 1.25 takes `-c name=value` / `--name=value` settings of
-                # tracked parameters from `options`; other settings are refused unless
-                # they (or "options") are in ignore_startup_parameters.
                 settings = startup_options(value)
                 if settings is None:
                     self.refuse(client, "unsupported options startup parameter: only "
@@ -121,23 +128,35 @@ class Login:
                                 why=f"unsupported options startup parameter: {value}")
                     return
                 for name, setting in settings:
-                    if name.lower() in self.pooler.tracked_canonical:
-                        startup[self.pooler.tracked_canonical[name.lower()]] = setting
-                    elif name.lower() not in ignored and "options" not in ignored:
+                    if name.lower() in tracked:
+                        startup[tracked[name.lower()]] = setting
+                    elif name.lower() == SESSION_REQUEST:
+                        client.wants_session = setting.lower() == "session"
+                    elif name.lower() in ignored or "options" in ignored:
+                        continue
+                    elif track:
+                        gucs[name.lower()] = setting
+                    else:
                         self.refuse(client,
                                     f"unsupported startup parameter in options: {name}",
                                     why=f"unsupported startup parameter in options: "
                                         f"{name}={setting}")
                         return
                 continue
-            if low in self.pooler.tracked_canonical:
-                startup[self.pooler.tracked_canonical[low]] = value
+            if low in tracked:
+                startup[tracked[low]] = value
+            elif low == SESSION_REQUEST:
+                client.wants_session = value.lower() == "session"
             elif low in ignored:
                 continue
+            elif track and not low.startswith("_pq_."):
+                gucs[low] = value
             else:
                 self.refuse(client, f"unsupported startup parameter: {key}",
                             why=f"unsupported startup parameter: {key}={value}")
                 return
+        if gucs:
+            client.startup_state = client.session = state(gucs)
         user = params.get("user", "")
         if not user:
             client.fatal("no username supplied")
@@ -306,7 +325,8 @@ class Login:
             # NOTE: PgBouncer's SCRAM pass-through: the client's keys log us into the server.
             pool.scram_keys = client.scram_keys
         client.pool = pool
-        client.adopt_mode(pool.pool_mode)
+        # NOTE: `-c pgmux.pool_mode=session`: a client that needs a real session gets one.
+        client.adopt_mode("session" if client.wants_session else pool.pool_mode)
         if pool.welcome is not None:
             self._welcome(client, pool)
             return
@@ -342,7 +362,7 @@ class Login:
                 pool.welcome_cache[key] = cached
         block, params = cached
         client.params = params  # NOTE: shared, never changed in place (copy on write)
-        if pool.pool_mode != "session" and self.pooler.settings.max_prepared_statements > 0:
+        if client.pool_mode != "session" and self.pooler.settings.max_prepared_statements > 0:
             client.stmts = ClientStatements(self.pooler.prepared_registry)
         pool.core.add_client(client)
         client.ready(block, self._new_key(client))

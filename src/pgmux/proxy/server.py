@@ -23,6 +23,7 @@ from pgmux.protocol import messages as m
 from pgmux.protocol.framing import BackendScanner, Framer
 from pgmux.protocol.prepared import ANSWER_TYPES, ServerStatements
 from pgmux.protocol.session import LinkState
+from pgmux.protocol.state import EMPTY
 from pgmux.proxy.flow import FlowControlled
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ _G = m.B_COPY_IN
 _E = m.B_ERROR
 _N = m.B_NOTICE
 _A = m.B_NOTIFICATION
+_D = m.B_DATA_ROW
 _ANSWER = bytearray(256)
 for _t in ANSWER_TYPES:
     _ANSWER[_t] = 1
@@ -69,11 +71,12 @@ class ServerConnection(FlowControlled):
     """One connection to PostgreSQL, owned by a pool."""
 
     # NOTE: slots: attribute access on the hot path is a fixed offset.
-    __slots__ = ("_login_auth", "_login_framer", "after_swallow", "close_needed",
+    __slots__ = ("_login_auth", "_login_framer", "after_swallow", "capture", "close_needed",
                  "close_reason", "connect_time", "dirty", "fatal_sent", "ident", "in_sync", "key",
                  "link", "link_state", "link_time", "local_port", "login_step", "params", "pid",
-                 "pool", "pooler", "query_start", "request_time", "scanner", "server_state",
-                 "stmts", "swallow", "swallow_error", "tls", "tracked")
+                 "pool", "pooler", "query_start", "recheck", "request_time", "scanner",
+                 "server_state", "session", "stmts", "swallow", "swallow_error", "tls",
+                 "tracked", "withheld")
 
     def __init__(self, pooler: Pooler, pool: Pool) -> None:
         self.pooler = pooler
@@ -104,7 +107,11 @@ class ServerConnection(FlowControlled):
         self.swallow = 0          # ReadyForQuery answers of injected queries still to drop
         self.swallow_error: m.ErrorFields | None = None
         self.after_swallow: str | None = None  # what to do when swallowing ends unlinked
-        self.dirty = False        # session state changed: reset before anyone else gets it
+        self.dirty = False        # untracked session state: reset before anyone else gets it
+        self.recheck = False      # the client may have changed tracked state: read it back
+        self.session = EMPTY      # the session state this server holds (protocol/state.py)
+        self.capture: list[bytes] | None = None  # DataRows of an injected read-back
+        self.withheld = b""       # the client's ReadyForQuery, held until a read-back is done
         self.close_needed = ""    # why to close it once it is free; "" to keep it
         self.close_reason = ""    # why it was closed
         self.writing_paused = False
@@ -157,6 +164,11 @@ class ServerConnection(FlowControlled):
         if events:
             if self.swallow:
                 events = self._drop_injected(events)
+                if not self.swallow and self.after_swallow is not None:
+                    self._swallow_done()  # NOTE: may unlink (a reset or read-back is done)
+                    client = self.link
+                    if self.server_state is _CLOSED:
+                        return
                 if client is None:
                     self._unlinked_events(events)
                     return
@@ -191,8 +203,6 @@ class ServerConnection(FlowControlled):
             elif t != _N:
                 self.disconnect("idle server got dirty")
                 return
-        if not self.swallow and self.after_swallow is not None:
-            self._swallow_done()
 
     def _events(self, out: bytes, events: list[tuple[int, bytes, int]],
                 client: ClientConnection | None, whole: bool) -> tuple[bytes, bool]:
@@ -258,9 +268,10 @@ class ServerConnection(FlowControlled):
 
     # ---- injected queries whose answers the client must not see --------------------------
     def inject(self, sql: str, after: str | None = None) -> None:
-        """Send a simple query and drop its answer (ParameterStatus is still recorded).
-        after="ready": when the answers are in and no client is linked, the server is handed
-        on (proxy/link.py: reset_done)."""
+        """Send a simple query and drop its answer (ParameterStatus is still recorded). When
+        every injected answer is in: after="ready", the server is handed on (proxy/link.py:
+        reset_done); "replay", a failure ends the linked client (replay_failed); "readback",
+        the captured DataRows go to readback_done."""
         self.swallow += 1
         self.scanner.whole = True
         self.after_swallow = after
@@ -285,6 +296,8 @@ class ServerConnection(FlowControlled):
                         self.scanner.whole = False
                 elif t == _S:
                     self._param(msg)
+                elif t == _D and self.capture is not None:
+                    self.capture.append(msg)
                 elif t == _E:
                     self.swallow_error = m.parse_error(msg[5:])
                     log.warning("%s injected query failed: %s", self.prefix(), self.swallow_error)
@@ -295,12 +308,18 @@ class ServerConnection(FlowControlled):
     def _swallow_done(self) -> None:
         action, self.after_swallow = self.after_swallow, None
         error, self.swallow_error = self.swallow_error, None
-        if error is not None:
+        links = self.pooler.links
+        if action == "readback":
+            rows, self.capture = self.capture or [], None
+            links.readback_done(self, rows, error)
+        elif action == "replay":
+            if error is not None:
+                links.replay_failed(self, error.message)
+        elif error is not None:
             self.disconnect(f"reset query failed: {error.message}")
-            return
-        if action == "ready":
+        elif action == "ready":
             self.link_state.reset()
-            self.pooler.links.reset_done(self)
+            links.reset_done(self)
 
     def forget_unreported(self) -> None:
         """After a reset, values this server never reported are unknown again."""

@@ -20,6 +20,8 @@ class Counters:
     client_parse_count: int = 0
     server_parse_count: int = 0
     bind_count: int = 0
+    session_replays: int = 0    # pgmux: session state brought to a server at a link
+    session_readbacks: int = 0  # pgmux: session state read back after a transaction
 
     def copy(self) -> Counters:
         return Counters(*(getattr(self, f.name) for f in fields(self)))
