@@ -104,7 +104,13 @@ class Launcher:
 
     # ---- connecting ---------------------------------------------------------------------------
     def launch_connection(self, pool: Pool) -> None:
+        budget = self.pooler.budget
+        slot = budget.take(pool) if budget is not None else None
+        if budget is not None and slot is None:
+            return  # NOTE: the server budget shared with other processes is spent
         server = ServerConnection(self.pooler, pool)
+        if budget is not None and slot is not None:
+            budget.keep(server, slot)
         pool.core.add_server(server)
         self.pooler.spawn(self._connect(server))
 
@@ -153,6 +159,8 @@ class Launcher:
         if server.server_state is not _LOGIN_STATE:
             return
         pool.core.remove_server(server)
+        if self.pooler.budget is not None:
+            self.pooler.budget.release(server)
         now = monotonic()
         pool.last_login_failed = now
         pool.last_login_sqlstate = sqlstate

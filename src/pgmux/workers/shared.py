@@ -1,0 +1,113 @@
+"""What one pooler process shares with the others of its budget file: server slots (taken
+before a server is launched, given back when it is gone), the waiters board, and the janitor
+job that keeps both honest (retry launches, let idle servers go when others wait).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from pgmux.workers.board import Board, pool_hash
+from pgmux.workers.budget import Budget, LockFile, region
+
+if TYPE_CHECKING:
+    from pgmux.pool.pool import Pool
+    from pgmux.proxy.pooler import Pooler
+
+log = logging.getLogger("pgmux")
+monotonic = time.monotonic
+
+R_WANTED = "wanted by another worker"
+
+
+class Shared:
+    """The budget and board of one pooler process."""
+
+    def __init__(self, pooler: Pooler, budget_path: str) -> None:
+        self.pooler = pooler
+        self.lock_file = LockFile(budget_path)
+        self.budget = Budget(self.lock_file)
+        self.member = self.budget.join()
+        self.board = Board(budget_path + ".board")
+        self.held: dict[Any, tuple[int, ...]] = {}   # server -> the bytes its slot holds
+        self._hashes: dict[tuple[str, str], int] = {}
+
+    # ---- slots ----------------------------------------------------------------------------
+    def wants(self, pool: Pool) -> list[tuple[int, int]]:
+        """The budgets a server of pool counts against, as (region, limit)."""
+        p = self.pooler
+        s = p.settings
+        lim = pool.core.limits
+        out: list[tuple[int, int]] = []
+        if lim.pool_size:
+            out.append((region("pool", f"{pool.name}\0{pool.server_user}"),
+                        lim.pool_size + lim.reserve_pool_size))
+        db = p.config.database(pool.name)
+        db_limit = (db.max_db_connections if db and db.max_db_connections else 0) or \
+            s.max_db_connections
+        if db_limit:
+            out.append((region("db", pool.name), db_limit))
+        user = p.config.users.get(pool.server_user)
+        user_limit = (user.max_user_connections if user and user.max_user_connections
+                      else 0) or s.max_user_connections
+        if user_limit:
+            out.append((region("user", pool.server_user), user_limit))
+        return out
+
+    def take(self, pool: Pool) -> tuple[int, ...] | None:
+        """A slot for a new server of pool, or None when the shared budget is spent."""
+        return self.budget.take(self.wants(pool))
+
+    def keep(self, server: Any, slot: tuple[int, ...]) -> None:
+        self.held[server] = slot
+
+    def release(self, server: Any) -> None:
+        """The server is gone: its slot goes back (idempotent)."""
+        slot = self.held.pop(server, None)
+        if slot is not None:
+            self.budget.release(slot)
+
+    # ---- the janitor job ------------------------------------------------------------------
+    def _hash(self, pool: Pool) -> int:
+        key = (pool.name, pool.server_user)
+        h = self._hashes.get(key)
+        if h is None:
+            h = self._hashes[key] = pool_hash(*key)
+        return h
+
+    def tick(self) -> None:
+        """Every janitor tick: post what our clients wait for, retry launches the budget
+        held back, and close idle servers of pools whose clients wait elsewhere."""
+        p = self.pooler
+        self.budget.refresh()
+        now = monotonic()
+        demand: dict[int, int] = {}
+        for pool in list(p.pools.values()):
+            core = pool.core
+            want = len(core.waiting) + len(pool.welcome_waiters)
+            if not want:
+                continue
+            h = self._hash(pool)
+            on_the_way = len(core.login) + len(core.used) + len(core.tested)
+            demand[h] = demand.get(h, 0) + max(0, want - on_the_way)
+            if not core.paused:
+                p.launcher.launch_needed(pool)
+        self.board.publish(self.member, demand, now)
+        elsewhere = self.board.demand(self.member, now)
+        if not elsewhere:
+            return
+        for pool in list(p.pools.values()):
+            core = pool.core
+            if not core.idle or core.waiting:
+                continue
+            need = elsewhere.get(self._hash(pool), 0)
+            # NOTE: the oldest idle servers go first (the stack's bottom); the waiting process
+            # launches into the freed slot on its next tick.
+            for server in list(core.idle)[:need]:
+                server.disconnect(R_WANTED)
+
+    def close(self) -> None:
+        self.board.leave(self.member)
+        self.board.close()
