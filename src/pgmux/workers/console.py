@@ -33,7 +33,7 @@ def _info(pooler: Pooler) -> WorkerInfo:
 
 def show(pooler: Pooler, what: str, result: Result) -> Outcome:
     """SHOW what over all workers: this worker's rows (in result) merged with its siblings'."""
-    from pgmux.admin.commands import Deferred, Result
+    from pgmux.admin.commands import AdminError, Deferred, Result
 
     if what in view.LOCAL or result.columns is None:
         return result
@@ -41,10 +41,15 @@ def show(pooler: Pooler, what: str, result: Result) -> Outcome:
 
     def start(reply: Reply) -> None:
         async def gather() -> None:
-            answers = await rpc.ask_all(info.run_dir, info.id, {"op": "show", "what": what})
-            rowsets = [list(result.rows)]
-            rowsets += [[tuple(r) for r in a.get("rows", [])] for a in answers]
-            reply(Result(result.tag, result.columns, view.merge(what, rowsets), result.notice))
+            try:
+                answers = await rpc.ask_all(info.run_dir, info.id, {"op": "show", "what": what})
+                rowsets = [list(result.rows)]
+                rowsets += [[tuple(r) for r in a.get("rows", [])] for a in answers]
+                reply(Result(result.tag, result.columns, view.merge(what, rowsets),
+                             result.notice))
+            except Exception as exc:  # noqa: BLE001 - the console must get an answer
+                log.exception("SHOW %s over the workers failed", what)
+                reply(AdminError(f"SHOW {what} over the workers failed: {exc}", "XX000"))
 
         pooler.spawn(gather())
 
@@ -67,7 +72,12 @@ def everywhere(pooler: Pooler, query: str, local: Outcome) -> Deferred:
             local.start(lambda r: None if mine.done() else mine.set_result(r))
 
         async def run() -> None:
-            answers = await rpc.ask_all(info.run_dir, info.id, {"op": "admin", "query": query})
+            try:
+                answers = await rpc.ask_all(info.run_dir, info.id,
+                                            {"op": "admin", "query": query})
+            except Exception:  # noqa: BLE001 - this worker's answer is still the answer
+                log.exception("%s: passing it to the other workers failed", query)
+                answers = []
             for answer in answers:
                 if "error" in answer:
                     log.warning("worker %s: %s: %s", answer.get("worker", "?"), query,

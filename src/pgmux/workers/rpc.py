@@ -16,6 +16,7 @@ from typing import Any
 log = logging.getLogger("pgmux")
 
 TIMEOUT = 10.0  # seconds a sibling has to answer (a PAUSE answers once its servers are free)
+LIMIT = 1 << 26  # bytes of one answer (SHOW CLIENTS of many thousand clients)
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -52,14 +53,15 @@ async def serve(path: str, handler: Handler) -> asyncio.AbstractServer:
 
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    return await asyncio.start_unix_server(on_connect, path)
+    return await asyncio.start_unix_server(on_connect, path, limit=LIMIT)
 
 
 async def ask(path: str, request: dict[str, Any], timeout: float = TIMEOUT
               ) -> dict[str, Any] | None:
     """One request to one worker; None when it is gone or does not answer in time."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), timeout)
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path, limit=LIMIT),
+                                                timeout)
     except (OSError, TimeoutError):
         return None
     try:
