@@ -137,16 +137,21 @@ class Launcher:
         pool = server.pool
         pool.last_login_failed = pool.login_retry_at = pool.login_backoff = 0.0
         pool.login_transient = False
-        if pool.welcome is None:
-            pool.welcome = dict(server.params)
-            pool.welcome_cache.clear()
-        waiters, pool.welcome_waiters = pool.welcome_waiters, []
-        for wake in waiters:
-            wake(None)
+        self.welcome(pool, server.params)
         if ready:
             self.pooler.links.server_ready(server)
         else:
             pool.core.mark_tested(server)
+
+    def welcome(self, pool: Pool, params: dict[str, str]) -> None:
+        """The parameters a login reported (a worker may have them from a sibling): the pool's
+        welcome, if it has none yet, and the clients waiting for it go on."""
+        if pool.welcome is None:
+            pool.welcome = dict(params)
+            pool.welcome_cache.clear()
+        waiters, pool.welcome_waiters = pool.welcome_waiters, []
+        for wake in waiters:
+            wake(None)
 
     def login_failed(self, server: ServerConnection, message: str, sqlstate: str,
                      transient: bool) -> None:

@@ -39,6 +39,7 @@ def attach(pooler: Pooler, info: WorkerInfo | None, budget_path: str | None
     if info is not None:
         pooler.number_idents(info.id, IDENT_STEP)
         _add_worker_shows(info.id)
+        pooler.janitor.every(lambda: 0.0, Welcomes(pooler, info).tick)
 
         async def listen() -> None:
             servers.append(await rpc.serve(rpc.socket_for(info.run_dir, info.id),
@@ -77,10 +78,41 @@ async def answer(pooler: Pooler, request: dict[str, Any]) -> dict[str, Any]:
         from pgmux.stats.prometheus import figures
 
         return dict(figures(pooler))
+    if op == "welcome":
+        pool = pooler.pools.get((str(request["db"]), str(request["user"])))
+        return {"params": pool.welcome if pool is not None else None}
     if op == "retire":
         retire(pooler)
         return {}
     return {"error": f"unknown request {op!r}"}
+
+
+class Welcomes:
+    """A pool new to this worker needs the parameters of a server login to welcome its first
+    clients; when the shared budget has no slot for that login (all held by siblings, maybe
+    busy), a sibling that has the pool's welcome gives it (same server, same user)."""
+
+    def __init__(self, pooler: Pooler, info: WorkerInfo) -> None:
+        self.pooler = pooler
+        self.info = info
+        self.asking: set[tuple[str, str]] = set()
+
+    def tick(self) -> None:
+        for key, pool in list(self.pooler.pools.items()):
+            if pool.welcome is None and pool.welcome_waiters and key not in self.asking:
+                self.asking.add(key)
+                self.pooler.spawn(self._ask(key))
+
+    async def _ask(self, key: tuple[str, str]) -> None:
+        try:
+            answers = await rpc.ask_all(self.info.run_dir, self.info.id,
+                                        {"op": "welcome", "db": key[0], "user": key[1]}, 2.0)
+            params = next((a["params"] for a in answers if a.get("params")), None)
+            pool = self.pooler.pools.get(key)
+            if params and pool is not None and pool.welcome is None:
+                self.pooler.launcher.welcome(pool, {str(k): str(v) for k, v in params.items()})
+        finally:
+            self.asking.discard(key)
 
 
 def retire(pooler: Pooler) -> None:
