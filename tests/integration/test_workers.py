@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import psycopg
 import pytest
 
-from pgmux.embedded import EmbeddedPostgres
+from pgmux.embedded import EmbeddedPostgres, free_port
 from pgmux.workers.keys import worker_of
 from tests.integration.conftest import Pgmux, PgmuxFactory
 
@@ -315,3 +318,30 @@ def test_a_killed_worker_is_restarted_and_its_slots_come_back(
         backends.add(row[0])
     assert len(backends) == POOL
     assert servers_in_pg(pg) <= POOL
+
+
+# ---- /metrics and pgmux top ------------------------------------------------------------------
+
+def test_metrics_and_top_show_all_workers(
+        pg: EmbeddedPostgres, wtest_db: str, pgmux_factory: PgmuxFactory,
+        closing: list[psycopg.Connection[tuple[object, ...]]]) -> None:
+    metrics_port = free_port()
+    mux = pgmux_factory({"default_pool_size": POOL},
+                        databases={DB: f"host=127.0.0.1 port={pg.port} dbname={DB}"},
+                        pgmux={"workers": 2, "metrics_port": metrics_port})
+    wait_workers(mux, 2)
+    for w in (0, 1, 0, 1):
+        connect_in(mux, w, closing).execute("select 1")
+    clients = len(closing) + 4   # connect_in keeps the ones that landed elsewhere open too
+    for _ in range(4):   # whichever worker accepts the scrape answers for both
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                    timeout=10) as resp:
+            body = resp.read().decode()
+        line = next(x for x in body.splitlines()
+                    if x.startswith("pgmux_pool_clients_active{") and f'database="{DB}"' in x)
+        assert float(line.rsplit(" ", 1)[1]) == clients, line
+    out = subprocess.run([sys.executable, "-m", "pgmux", "top", "--once",
+                          mux.dsn(dbname="pgbouncer")], capture_output=True, text=True,
+                         timeout=30, env={**os.environ, "COLUMNS": "120"})
+    assert out.returncode == 0, out.stderr
+    assert "workers 2" in out.stdout

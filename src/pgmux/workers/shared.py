@@ -20,6 +20,7 @@ log = logging.getLogger("pgmux")
 monotonic = time.monotonic
 
 R_WANTED = "wanted by another worker"
+IDLE_SPARE = 0.05  # seconds idle after which a server is spare when others wait (one tick)
 
 
 class Shared:
@@ -104,8 +105,11 @@ class Shared:
                 continue
             need = elsewhere.get(self._hash(pool), 0)
             # NOTE: the oldest idle servers go first (the stack's bottom); the waiting process
-            # launches into the freed slot on its next tick.
-            for server in list(core.idle)[:need]:
+            # launches into the freed slot on its next tick. Under load every server is idle
+            # for a moment between two transactions: only one idle for a whole tick is spare.
+            for server in core.idle[:need]:
+                if now - server.request_time < IDLE_SPARE:
+                    break
                 server.disconnect(R_WANTED)
 
     def close(self) -> None:
