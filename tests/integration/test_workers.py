@@ -331,8 +331,10 @@ def test_metrics_and_top_show_all_workers(
                         pgmux={"workers": 2, "metrics_port": metrics_port})
     wait_workers(mux, 2)
     for w in (0, 1, 0, 1):
-        connect_in(mux, w, closing).execute("select 1")
-    clients = len(closing) + 4   # connect_in keeps the ones that landed elsewhere open too
+        conn = connect_in(mux, w, closing)
+        conn.execute("select 1")
+        closing.append(conn)
+    clients = len(closing)   # connect_in keeps the ones that landed elsewhere open too
     for _ in range(4):   # whichever worker accepts the scrape answers for both
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
                                     timeout=10) as resp:
