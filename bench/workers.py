@@ -117,14 +117,19 @@ def pgmux(bench: Bench, workers: str) -> Group:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sidebyside.add_args(ap, cases="S-simple-64", rounds=2)
+    ap.add_argument("--targets", default="pgbouncer,pgbouncer-x2,pgmux-w1,pgmux-w2,pgmux-wauto",
+                    help="which targets, the first one being the reference")
     args = ap.parse_args(argv)
+    makers = {"pgbouncer": (pgbouncers, 1), "pgbouncer-x2": (pgbouncers, 2),
+              "pgmux-w1": (pgmux, "1"), "pgmux-w2": (pgmux, "2"),
+              "pgmux-wauto": (pgmux, "auto")}
     t0 = time.monotonic()
     bench = sidebyside.start("pgmux-workers-")
     bench.targets.pop("pgbouncer").stop()   # NOTE: started by sidebyside.start; ours below
     groups: list[Group] = []
     try:
-        for start, arg in ((pgbouncers, 1), (pgbouncers, 2), (pgmux, "1"), (pgmux, "2"),
-                           (pgmux, "auto")):
+        for name in args.targets.split(","):
+            start, arg = makers[name]
             groups.append(start(bench, arg))  # type: ignore[operator]
         rows = compare(bench, groups, args)
         cores = len(os.sched_getaffinity(0))
@@ -134,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{cores} cores (workers = auto is {cores} here), "
               f"{(time.monotonic() - t0) / 60:.1f} min")
         print()
-        print("| row (pgbench ...) | pooler | server connections | tps | / PgBouncer | "
+        print(f"| row (pgbench ...) | pooler | server connections | tps | / {groups[0].label} | "
               "CPU µs/txn (user + system, all its processes) | CPU cores busy |")
         print("|---|---|---:|---:|---:|---:|---:|")
         print("\n".join(rows))

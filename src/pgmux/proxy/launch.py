@@ -84,7 +84,8 @@ class Launcher:
         if pool.last_login_failed:
             n = min(n, 1 - len(core.login))  # NOTE: after a failure, probe with one connection
         for _ in range(n):
-            self.launch_connection(pool)
+            if not self.launch_connection(pool):
+                break
 
     def _evict_idle(self, pool: Pool, by_db: bool) -> bool:
         """Close the longest-idle server of another pool of pool's database (by_db) or
@@ -103,16 +104,18 @@ class Launcher:
         return True
 
     # ---- connecting ---------------------------------------------------------------------------
-    def launch_connection(self, pool: Pool) -> None:
+    def launch_connection(self, pool: Pool) -> bool:
+        """Open one server connection for pool; False when the shared budget has no slot."""
         budget = self.pooler.budget
         slot = budget.take(pool) if budget is not None else None
         if budget is not None and slot is None:
-            return  # NOTE: the server budget shared with other processes is spent
+            return False  # NOTE: the server budget shared with other processes is spent
         server = ServerConnection(self.pooler, pool)
         if budget is not None and slot is not None:
             budget.keep(server, slot)
         pool.core.add_server(server)
         self.pooler.spawn(self._connect(server))
+        return True
 
     async def _connect(self, server: ServerConnection) -> None:
         loop = asyncio.get_running_loop()

@@ -34,8 +34,16 @@ class Shared:
         self.board = Board(budget_path + ".board")
         self.held: dict[Any, tuple[int, ...]] = {}   # server -> the bytes its slot holds
         self._hashes: dict[tuple[str, str], int] = {}
+        self._regions: dict[tuple[str, str], int] = {}
 
     # ---- slots ----------------------------------------------------------------------------
+    def _region(self, kind: str, name: str) -> int:
+        key = (kind, name)
+        base = self._regions.get(key)
+        if base is None:
+            base = self._regions[key] = region(kind, name)
+        return base
+
     def wants(self, pool: Pool) -> list[tuple[int, int]]:
         """The budgets a server of pool counts against, as (region, limit)."""
         p = self.pooler
@@ -43,18 +51,21 @@ class Shared:
         lim = pool.core.limits
         out: list[tuple[int, int]] = []
         if lim.pool_size:
-            out.append((region("pool", f"{pool.name}\0{pool.server_user}"),
+            out.append((self._region("pool", f"{pool.name}\0{pool.server_user}"),
                         lim.pool_size + lim.reserve_pool_size))
-        db = p.config.database(pool.name)
-        db_limit = (db.max_db_connections if db and db.max_db_connections else 0) or \
-            s.max_db_connections
+        db_limit = s.max_db_connections
+        db = p.config.databases.get(pool.name)
+        if db is None and (s.max_db_connections or "*" in p.config.databases):
+            db = p.config.database(pool.name)
+        if db is not None and db.max_db_connections:
+            db_limit = db.max_db_connections
         if db_limit:
-            out.append((region("db", pool.name), db_limit))
+            out.append((self._region("db", pool.name), db_limit))
         user = p.config.users.get(pool.server_user)
         user_limit = (user.max_user_connections if user and user.max_user_connections
                       else 0) or s.max_user_connections
         if user_limit:
-            out.append((region("user", pool.server_user), user_limit))
+            out.append((self._region("user", pool.server_user), user_limit))
         return out
 
     def take(self, pool: Pool) -> tuple[int, ...] | None:
