@@ -44,3 +44,14 @@ def test_without_a_role_limit_the_share_is_of_the_server() -> None:
     [finding] = pooler_connections(f, T)
     assert "this host's share: 10 of the server's 97 usable connections (10%), 86 left" in \
         finding.message
+
+
+def test_a_full_server_is_not_the_pools_warning() -> None:
+    # 20 - 3 = 17 usable, all taken, but by someone else's leak: the pool is not to blame
+    f = facts(*pooled(1000, 4, "10.0.0.5"),
+              *[session(2000 + i, "idle", app="leaky", client="10.0.0.7") for i in range(12)],
+              max_connections=20)
+    [finding] = pooler_connections(f, T)
+    assert finding.severity == "info"
+    assert "this host's share: 4 of the server's 17 usable connections (24%), 0 left" in \
+        finding.message

@@ -10,21 +10,22 @@ from typing import Any
 from pgmux.doctor.facts import ServerFacts
 
 
-def role_budget(facts: ServerFacts, user: str) -> tuple[int, int, str]:
-    """(budget, connections counted against it, its name): the role's CONNECTION LIMIT, or
-    the server's usable connections when the role has none."""
+def role_budget(facts: ServerFacts, user: str) -> tuple[int, int, str, bool]:
+    """(budget, connections counted against it, its name, whether it is the role's own): the
+    role's CONNECTION LIMIT, or the server's usable connections when the role has none."""
     for role in facts.role_limits:
         if role.role == user:
-            return role.limit, role.connections, f"role {user}'s CONNECTION LIMIT {role.limit}"
+            return (role.limit, role.connections,
+                    f"role {user}'s CONNECTION LIMIT {role.limit}", True)
     usable = facts.limits.usable
-    return usable, len(facts.sessions), f"the server's {usable} usable connections"
+    return usable, len(facts.sessions), f"the server's {usable} usable connections", False
 
 
 def share_note(facts: ServerFacts, user: str, host: str,
                hosts: Mapping[str, int]) -> tuple[str, dict[str, Any], bool]:
     """The sentence on `host`'s share of `user`'s budget among the pooler `hosts` (host ->
-    server connections), its evidence, and whether the budget is spent."""
-    budget, used, what = role_budget(facts, user)
+    server connections), its evidence, and whether the role's own limit is spent."""
+    budget, used, what, own = role_budget(facts, user)
     mine = hosts.get(host, 0)
     others = {h: n for h, n in sorted(hosts.items()) if h != host}
     left = max(0, budget - used)
@@ -34,7 +35,9 @@ def share_note(facts: ServerFacts, user: str, host: str,
         text += f", {len(others)} other host(s) {sum(others.values())} (" + ", ".join(
             f"{h} {n}" for h, n in others.items()) + ")"
     text += f", {left} left"
-    full = budget > 0 and used >= budget
+    # NOTE: a full server is the connection-usage rule's finding, whoever fills it; a spent
+    # role limit is this pool's own ceiling.
+    full = own and budget > 0 and used >= budget
     if full:
         text += (" - spent: a new server login of this role is refused (SQLSTATE 53300) "
                  "until one closes; pgmux keeps its clients queued meanwhile")
