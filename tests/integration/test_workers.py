@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -347,3 +348,39 @@ def test_metrics_and_top_show_all_workers(
                          timeout=30, env={**os.environ, "COLUMNS": "120"})
     assert out.returncode == 0, out.stderr
     assert "workers 2" in out.stdout
+
+
+# ---- one control ----------------------------------------------------------------------------
+
+def test_console_commands_apply_to_every_worker(
+        pg: EmbeddedPostgres, wtest_db: str, pgmux_factory: PgmuxFactory,
+        closing: list[psycopg.Connection[tuple[object, ...]]]) -> None:
+    mux = start_workers(pgmux_factory, pg)
+    pids = workers(mux)
+    victims = {w: connect_in(mux, w, closing) for w in (0, 1)}
+    closing.extend(victims.values())
+    with admin(mux) as conn:
+        conn.execute("PAUSE")
+        for pid in pids.values():
+            assert f"[{pid}] LOG PAUSE command issued" in mux.logs()
+        conn.execute("RESUME")
+        for pid in pids.values():
+            assert f"[{pid}] LOG RESUME command issued" in mux.logs()
+        # KILL_CLIENT finds the client in whichever worker has it
+        rows = [r for r in conn.execute("SHOW CLIENTS").fetchall() if r[2] == DB]
+        for w, victim in victims.items():
+            [row] = [r for r in rows if int(r[6]) == _local_port(victim)]
+            assert row[-1] == w and int(row[-2]) % 1000 == w
+            conn.execute(f"KILL_CLIENT {row[-2]}")
+            with pytest.raises(psycopg.OperationalError):
+                victim.execute("select 1")
+        with pytest.raises(psycopg.Error, match="client not found"):
+            conn.execute("KILL_CLIENT 999999")
+
+
+def _local_port(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+    sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+    try:
+        return int(sock.getsockname()[1])
+    finally:
+        sock.close()
