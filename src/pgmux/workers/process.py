@@ -40,6 +40,7 @@ def attach(pooler: Pooler, info: WorkerInfo | None, budget_path: str | None
         pooler.number_idents(info.id, IDENT_STEP)
         _add_worker_shows(info.id)
         pooler.janitor.every(lambda: 0.0, Welcomes(pooler, info).tick)
+        pooler.on_reload.append(lambda _config: _tell_supervisor(pooler, info, "reloaded"))
 
         async def listen() -> None:
             servers.append(await rpc.serve(rpc.socket_for(info.run_dir, info.id),
@@ -113,6 +114,16 @@ class Welcomes:
                 self.pooler.launcher.welcome(pool, {str(k): str(v) for k, v in params.items()})
         finally:
             self.asking.discard(key)
+
+
+def _tell_supervisor(pooler: Pooler, info: WorkerInfo, line: str) -> None:
+    from pgmux.workers.console import supervisor_request
+
+    async def tell() -> None:
+        await asyncio.get_running_loop().run_in_executor(
+            None, supervisor_request, info.run_dir, line)
+
+    pooler.spawn(tell())
 
 
 def retire(pooler: Pooler) -> None:

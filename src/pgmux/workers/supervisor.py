@@ -340,6 +340,10 @@ class Supervisor:
                 return
 
     def _answer(self, line: str) -> str:
+        if line == "reloaded":
+            # NOTE: a RELOAD on a console: a worker started from now on gets the same file.
+            self._reload()
+            return "ok"
         if line == "restart":
             if self.stopping:
                 return "pgmux is shutting down"
