@@ -75,6 +75,7 @@ class Supervisor:
         self.replacement: tuple[int, int] | None = None  # (old pid, new pid) in progress
         self.restarts: list[float] = []           # when to start a worker for one that died
         self.ever_ready = False
+        self.failed = False   # no worker ever came up: the exit code says so
         self._pending: list[int] = []
         self._wake_r = self._wake_w = -1
         self.control: socket.socket | None = None
@@ -208,6 +209,7 @@ class Supervisor:
             return
         if not worker.ready and not self.ever_ready:
             log.error("worker %d (pid %d) %s before it was up; stopping", worker.id, pid, how)
+            self.failed = True
             self._stop(signal.SIGQUIT)
             return
         quick = time.monotonic() - worker.started < QUICK_DEATH
@@ -260,7 +262,7 @@ class Supervisor:
                 self._control_request()
             self._due_restarts()
         log.info("all workers exited, supervisor exiting")
-        return 0
+        return 1 if self.failed else 0
 
     def _reap(self) -> None:
         while True:
