@@ -104,6 +104,7 @@ def test_a_cancel_sent_to_a_peer_reaches_the_query(pg: EmbeddedPostgres, tmp_pat
     with socket.create_connection(("127.0.0.1", two.port)) as sock:
         sock.sendall(m.cancel_request(client.pid, client.secret))
     t.join(10)
+    client.sock.close()
     assert result == [b"57014"], result   # query_canceled
     assert time.monotonic() - began < 5
     # a key for a peer nobody knows goes nowhere, and says so

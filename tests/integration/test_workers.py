@@ -163,14 +163,16 @@ def test_show_pools_totals_are_the_sum_of_the_workers(
         closing: list[psycopg.Connection[tuple[object, ...]]]) -> None:
     mux = start_workers(pgmux_factory, pg, pool=4)
     holders = [connect_in(mux, w, closing) for w in (0, 1, 0, 1)]
+    closing.extend(holders)
     for conn in holders:
         conn.execute("begin")
         conn.execute("select 1")
     waiting = [connect_in(mux, w, closing) for w in (0, 1, 1)]
+    closing.extend(waiting)
     threads = [threading.Thread(target=c.execute, args=("select 1",)) for c in waiting]
     for t in threads:
         t.start()
-    clients = len(closing) + len(holders) + len(waiting)
+    clients = len(closing)
     deadline = time.monotonic() + 10
     while True:
         with admin(mux) as conn:
@@ -280,6 +282,7 @@ def test_a_killed_worker_is_restarted_and_its_slots_come_back(
     before = workers(mux)
     survivors = [connect_in(mux, 0, closing) for _ in range(4)]
     doomed = [connect_in(mux, 1, closing) for _ in range(6)]
+    closing.extend(survivors + doomed)
     for conn in doomed:   # worker 1 holds 6 of the 10 slots, in open transactions
         conn.execute("begin")
         conn.execute("select 1")
