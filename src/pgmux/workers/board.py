@@ -1,5 +1,5 @@
 """The waiters board: a small shared memory file where every process sharing a budget posts,
-each janitor tick, how many of its clients wait for a server of each pool, so that a process
+every 20 ms, how many of its clients wait for a server of each pool, so that a process
 holding idle servers of that pool lets one go (no hoarding).
 
 One fixed-size record per member (its index from the budget file): a heartbeat, a count, and

@@ -31,7 +31,7 @@ def attach(pooler: Pooler, info: WorkerInfo | None, budget_path: str | None
     if budget_path:
         shared = Shared(pooler, budget_path)
         pooler.budget = shared
-        pooler.janitor.every(lambda: 0.0, shared.tick)
+        shared.start()
     pooler.cancel_router = CancelRouter(
         pooler, KeyLayout(pooler.settings.peer_id, info.id if info is not None else None),
         info.run_dir if info is not None else None)
