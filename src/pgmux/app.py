@@ -8,10 +8,13 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgmux.config import Config
 from pgmux.proxy.pooler import Pooler
+
+if TYPE_CHECKING:
+    from pgmux.workers import WorkerInfo
 
 log = logging.getLogger("pgmux")
 
@@ -23,7 +26,8 @@ EXTENSIONS: list[Callable[[Pooler], Any]] = []
 def _load_extensions() -> None:
     if EXTENSIONS:
         return
-    for name in ("pgmux.admin", "pgmux.stats.prometheus", "pgmux.stats.period"):
+    for name in ("pgmux.admin", "pgmux.stats.prometheus", "pgmux.stats.period",
+                 "pgmux.workers"):
         try:
             module = __import__(name, fromlist=["install"])
         except ModuleNotFoundError as exc:
@@ -36,11 +40,14 @@ def _load_extensions() -> None:
 
 
 async def serve(config: Config, *, ready: Callable[[Pooler], None] | None = None,
-                reload: Callable[[], Config] | None = None) -> int:
+                reload: Callable[[], Config] | None = None,
+                worker: WorkerInfo | None = None) -> int:
     """Run the pooler until a shutdown signal; returns the exit code. A port, Unix socket or
-    pidfile in use raises StartError (an OSError) with everything undone."""
+    pidfile in use raises StartError (an OSError) with everything undone. A worker (see
+    pgmux/workers) runs on the sockets its supervisor bound."""
     _load_extensions()
     pooler = Pooler(config)
+    pooler.worker = worker
     cleanups: list[Any] = []
     for install in EXTENSIONS:
         result = install(pooler)

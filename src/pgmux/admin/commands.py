@@ -35,7 +35,8 @@ class AdminError(Exception):
         self.sqlstate = sqlstate
 
 
-Reply = Callable[[Result], None]
+# NOTE: a deferred answer may also be a refusal (an error found after the command started).
+Reply = Callable[[Result | AdminError], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ Outcome = Result | Deferred
 class Context:
     pooler: Pooler
     is_admin: bool
+    local: bool = False  # NOTE: a worker running a sibling's command: this process only
 
 
 Handler = Callable[[Context, str], Outcome]
@@ -61,6 +63,7 @@ Handler = Callable[[Context, str], Outcome]
 class Command:
     run: Handler
     admin_only: bool = True
+    everywhere: bool = False  # with workers: applies to every worker (pgmux/workers)
 
 
 def syntax_error(query: str) -> AdminError:
@@ -107,7 +110,12 @@ def _show(ctx: Context, arg: str) -> Outcome:
     if what == "help":
         return Result("SHOW", notice=("Console usage", HELP))
     spec = show.SHOWS[what]
-    return Result("SHOW", spec.columns, list(spec.rows(ctx.pooler)))
+    result = Result("SHOW", spec.columns, list(spec.rows(ctx.pooler)))
+    if ctx.pooler.worker is not None and not ctx.local:
+        from pgmux.workers import console
+
+        return console.show(ctx.pooler, what, result)  # NOTE: every worker's rows
+    return result
 
 
 # ---- process control --------------------------------------------------------------------
@@ -147,6 +155,10 @@ def _kill(ctx: Context, arg: str) -> Outcome:
 
 
 def _kill_client(ctx: Context, arg: str) -> Outcome:
+    if ctx.pooler.worker is not None and not ctx.local:
+        from pgmux.workers import console
+
+        return console.kill_client(ctx.pooler, arg)  # NOTE: whichever worker has it
     ctx.pooler.control.kill_client(arg)
     return Result("KILL_CLIENT")
 
@@ -166,6 +178,10 @@ def _wait_close(ctx: Context, arg: str) -> Outcome:
 def _shutdown(ctx: Context, arg: str) -> Outcome:
     control = ctx.pooler.control
     mode = arg.upper() if arg else IMMEDIATE
+    if ctx.pooler.worker is not None and not ctx.local:
+        from pgmux.workers import console
+
+        return console.shutdown(ctx.pooler, mode)  # NOTE: through the supervisor
     if mode == IMMEDIATE:
         # NOTE: as PgBouncer, no answer: the connection ends when the process does.
         return Deferred(lambda reply: control.shutdown(IMMEDIATE))
@@ -177,24 +193,36 @@ def _suspend(ctx: Context, arg: str) -> Outcome:
     raise AdminError("SUSPEND is not supported: pgmux has no online restart")
 
 
+def _restart(ctx: Context, arg: str) -> Outcome:
+    """pgmux's own: replace every worker, one at a time (workers > 1)."""
+    if ctx.pooler.worker is None:
+        raise AdminError("RESTART needs [pgmux] workers > 1; restart a single pgmux by "
+                         "starting a new one on the same port (so_reuseport) and sending "
+                         "SIGTERM to the old one")
+    from pgmux.workers import console
+
+    return console.restart(ctx.pooler)
+
+
 COMMANDS: dict[str, Command] = {
-    "disable": Command(_disable),
-    "enable": Command(_enable),
-    "kill": Command(_kill),
+    "disable": Command(_disable, everywhere=True),
+    "enable": Command(_enable, everywhere=True),
+    "kill": Command(_kill, everywhere=True),
     "kill_client": Command(_kill_client),
-    "pause": Command(_pause),
-    "reconnect": Command(_reconnect),
-    "reload": Command(_reload),
-    "resume": Command(_resume),
+    "pause": Command(_pause, everywhere=True),
+    "reconnect": Command(_reconnect, everywhere=True),
+    "reload": Command(_reload, everywhere=True),
+    "restart": Command(_restart),
+    "resume": Command(_resume, everywhere=True),
     "select": Command(_show, admin_only=False),
     "show": Command(_show, admin_only=False),
     "shutdown": Command(_shutdown),
     "suspend": Command(_suspend),
-    "wait_close": Command(_wait_close),
+    "wait_close": Command(_wait_close, everywhere=True),
 }
 
 # Commands that take no argument, and SHUTDOWN's only two.
-_NO_ARG = {"reload", "suspend"}
+_NO_ARG = {"reload", "suspend", "restart"}
 _SHUTDOWN_ARGS = {"", WAIT_FOR_SERVERS, WAIT_FOR_CLIENTS}
 
 
@@ -250,6 +278,10 @@ def execute(ctx: Context, prepared: Prepared) -> Outcome:
         outcome = command.run(ctx, st.arg)
     except ControlError as exc:
         raise AdminError(exc.message, exc.sqlstate) from None
+    if command.everywhere and ctx.pooler.worker is not None and not ctx.local:
+        from pgmux.workers import console
+
+        outcome = console.everywhere(ctx.pooler, prepared.query, outcome)
     if isinstance(outcome, Deferred):
         return Deferred(_guarded(outcome.start))
     return outcome
@@ -273,4 +305,10 @@ def _set(ctx: Context, key: str, value: str) -> Outcome:
     if not ctx.is_admin:
         raise AdminError("admin access needed")
     ctx.pooler.control.set_setting(key, value)
-    return Result(f"SET {key}={value}")
+    result = Result(f"SET {key}={value}")
+    if ctx.pooler.worker is not None and not ctx.local:
+        from pgmux.workers import console
+
+        quoted = value.replace("'", "''")
+        return console.everywhere(ctx.pooler, f"SET {key} = '{quoted}'", result)
+    return result

@@ -287,11 +287,14 @@ class AdminSession:
             return
         self._blocked = True
 
-        def reply(result: Result) -> None:
+        def reply(result: Result | AdminError) -> None:
             if not self._blocked:
                 return
             self._blocked = False
-            self._send(encode(result))
+            if isinstance(result, AdminError):
+                self._error(result, ready=not extended)
+            else:
+                self._send(encode(result))
             self._drain()
 
         try:

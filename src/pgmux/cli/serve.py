@@ -214,6 +214,13 @@ def run_serve(args: argparse.Namespace) -> int:
         return build_config(args, url)
 
     try:
+        from pgmux.workers import worker_count
+
+        workers = worker_count(config)
+        if workers > 1:
+            from pgmux.workers.supervisor import supervise
+
+            return supervise(config, workers, reload)  # NOTE: forks the poolers
         return runtime.run(serve(config, ready=ready, reload=reload))
     except KeyboardInterrupt:
         return 0
@@ -229,6 +236,8 @@ def run_serve(args: argparse.Namespace) -> int:
 # TLS, host names): imported before -u switches users, because the interpreter's own files may
 # be out of the new user's reach (a Python installed under /root).
 PRELOAD = ("pgmux.app", "pgmux.admin", "pgmux.stats.prometheus", "pgmux.stats.period",
+           "pgmux.workers", "pgmux.workers.process", "pgmux.workers.supervisor",
+           "pgmux.workers.console",
            "pgmux.proxy.pooler", "psycopg", "psycopg.rows", "ssl", "encodings.idna",
            "encodings.utf_8", "encodings.latin_1", "logging.handlers", "pgmux.runtime")
 

@@ -36,11 +36,13 @@ class Snapshot:
     state: dict[str, str] = field(default_factory=dict)
     version: str = ""
     url: str = ""
+    workers: Rows = field(default_factory=list)  # SHOW WORKERS: pgmux with workers only
     taken: float = field(default_factory=time.time)
 
 
 def fetch(conn: Any, url: str = "") -> Snapshot:
     """Read SHOW POOLS / STATS / STATE / VERSION over an open psycopg connection."""
+    import psycopg
     from psycopg.rows import dict_row
 
     def rows(query: str) -> Rows:
@@ -50,8 +52,13 @@ def fetch(conn: Any, url: str = "") -> Snapshot:
 
     state = {str(r["key"]): str(r["value"]) for r in rows("SHOW STATE")}
     version = rows("SHOW VERSION")
+    try:
+        workers = rows("SHOW WORKERS")
+    except psycopg.Error:
+        workers = []  # NOTE: PgBouncer, or pgmux with one worker
     return Snapshot(pools=rows("SHOW POOLS"), stats=rows("SHOW STATS"), state=state,
-                    version=str(version[0]["version"]) if version else "", url=url)
+                    version=str(version[0]["version"]) if version else "", url=url,
+                    workers=workers)
 
 
 def _int(value: Any) -> int:
@@ -138,6 +145,8 @@ def render(snap: Snapshot, error: str | None = None, width: int = WIDE) -> Rende
     summary.append(f"clients {clients}  ")
     summary.append(f"waiting {waiting}  ", style="bold red" if waiting else "")
     summary.append(f"servers {servers}")
+    if snap.workers:
+        summary.append(f"  workers {sum(1 for w in snap.workers if not _int(w.get('retiring')))}")
     parts: list[RenderableType] = [head, summary, pools_table(snap.pools, width >= WIDE)]
     if snap.stats:
         parts.append(stats_table(snap.stats))

@@ -22,8 +22,10 @@ DEFAULT_AUTH_QUERY = (
 )
 
 # Kinds of value; the loader converts text with the matching function in values.py.
-_STR, _BOOL, _INT, _TIME, _LIST, _CHOICE, _OCTAL, _FLOAT = (
-    "str", "bool", "int", "time", "list", "choice", "octal", "float")
+_STR, _BOOL, _INT, _TIME, _LIST, _CHOICE, _OCTAL, _FLOAT, _WORKERS = (
+    "str", "bool", "int", "time", "list", "choice", "octal", "float", "workers")
+WORKERS_AUTO = 0  # PgmuxSettings.workers when the file says `auto`
+MAX_WORKERS = 128
 
 
 def _str(default: str) -> str:
@@ -177,7 +179,10 @@ class PgmuxSettings:
 
     metrics_addr: str = _str("127.0.0.1")
     metrics_port: int = _int(0, lo=0, hi=65535)  # 0 = metrics endpoint off
+    # NOTE: with workers > 1 or budget_file set, every process sharing the budget file keeps
+    # the pools' server limits together (pgmux/workers/budget.py).
     budget_file: str | None = field(default=None, metadata={"kind": _STR})
+    workers: int = field(default=1, metadata={"kind": _WORKERS})  # WORKERS_AUTO for `auto`
     auto_pool_fraction: float = field(
         default=0.75, metadata={"kind": _FLOAT, "lo": 0.0, "hi": 1.0})
     # Session state in transaction and statement mode (docs/session-state.md): track (each
@@ -214,4 +219,8 @@ def convert(f: dataclasses.Field[Any], text: str) -> Any:
         return values.parse_octal(text)
     if kind == _FLOAT:
         return values.parse_float(text, meta["lo"], meta["hi"])
+    if kind == _WORKERS:
+        if text.strip().lower() == "auto":
+            return WORKERS_AUTO
+        return values.parse_int(text, 1, MAX_WORKERS)
     raise AssertionError(f"unknown setting kind {kind!r}")

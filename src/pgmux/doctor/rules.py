@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pgmux.doctor.facts import ServerFacts, Session
 from pgmux.doctor.plan import POOLER_SHARE, auto_pool_size
 from pgmux.doctor.poolers import Pooled, detect_pooler, pooled_by
+from pgmux.doctor.share import share_note
 from pgmux.doctor.units import format_duration
 
 Severity = Literal["info", "warning", "critical"]
@@ -359,6 +360,10 @@ def pooler_connections(facts: ServerFacts, t: Thresholds) -> list[Finding]:
             )
     limits = facts.limits
     budget = auto_pool_size(limits.max_connections, limits.reserved_total, None, None)
+    # NOTE: several hosts' pools of one role share its budget: each finding says its share.
+    hosts: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+    for (pooler, user, client), members in groups.items():
+        hosts[(pooler, user)][client] = len(members)
     findings = []
     for (pooler, user, client), members in sorted(groups.items(), key=lambda kv: -len(kv[1])):
         sessions = [s for s, _ in members]
@@ -375,12 +380,15 @@ def pooler_connections(facts: ServerFacts, t: Thresholds) -> list[Finding]:
                 f", but more than {budget} ({POOLER_SHARE:.0%} of the {limits.usable} usable) "
                 "leaves too few slots for direct connections"
             )
+        share, share_evidence, spent = share_note(facts, user, client, hosts[(pooler, user)])
+        message += f"; {share}"
         findings.append(
             Finding(
                 "pooler-connections",
-                "warning" if too_many else "info",
+                "warning" if too_many or spent else "info",
                 message,
                 {
+                    **share_evidence,
                     "pooler": pooler,
                     "user": user,
                     "client_addr": client,

@@ -84,7 +84,8 @@ class Launcher:
         if pool.last_login_failed:
             n = min(n, 1 - len(core.login))  # NOTE: after a failure, probe with one connection
         for _ in range(n):
-            self.launch_connection(pool)
+            if not self.launch_connection(pool):
+                break
 
     def _evict_idle(self, pool: Pool, by_db: bool) -> bool:
         """Close the longest-idle server of another pool of pool's database (by_db) or
@@ -103,10 +104,18 @@ class Launcher:
         return True
 
     # ---- connecting ---------------------------------------------------------------------------
-    def launch_connection(self, pool: Pool) -> None:
+    def launch_connection(self, pool: Pool) -> bool:
+        """Open one server connection for pool; False when the shared budget has no slot."""
+        budget = self.pooler.budget
+        slot = budget.take(pool) if budget is not None else None
+        if budget is not None and slot is None:
+            return False  # NOTE: the server budget shared with other processes is spent
         server = ServerConnection(self.pooler, pool)
+        if budget is not None and slot is not None:
+            budget.keep(server, slot)
         pool.core.add_server(server)
         self.pooler.spawn(self._connect(server))
+        return True
 
     async def _connect(self, server: ServerConnection) -> None:
         loop = asyncio.get_running_loop()
@@ -131,16 +140,21 @@ class Launcher:
         pool = server.pool
         pool.last_login_failed = pool.login_retry_at = pool.login_backoff = 0.0
         pool.login_transient = False
-        if pool.welcome is None:
-            pool.welcome = dict(server.params)
-            pool.welcome_cache.clear()
-        waiters, pool.welcome_waiters = pool.welcome_waiters, []
-        for wake in waiters:
-            wake(None)
+        self.welcome(pool, server.params)
         if ready:
             self.pooler.links.server_ready(server)
         else:
             pool.core.mark_tested(server)
+
+    def welcome(self, pool: Pool, params: dict[str, str]) -> None:
+        """The parameters a login reported (a worker may have them from a sibling): the pool's
+        welcome, if it has none yet, and the clients waiting for it go on."""
+        if pool.welcome is None:
+            pool.welcome = dict(params)
+            pool.welcome_cache.clear()
+        waiters, pool.welcome_waiters = pool.welcome_waiters, []
+        for wake in waiters:
+            wake(None)
 
     def login_failed(self, server: ServerConnection, message: str, sqlstate: str,
                      transient: bool) -> None:
@@ -153,6 +167,8 @@ class Launcher:
         if server.server_state is not _LOGIN_STATE:
             return
         pool.core.remove_server(server)
+        if self.pooler.budget is not None:
+            self.pooler.budget.release(server)
         now = monotonic()
         pool.last_login_failed = now
         pool.last_login_sqlstate = sqlstate

@@ -401,6 +401,8 @@ class Links:
         """The server closed: leave its pool; its client, if any, goes with it."""
         pool = server.pool
         pool.core.remove_server(server)
+        if self.pooler.budget is not None:
+            self.pooler.budget.release(server)
         if self.pooler.settings.log_disconnections:
             log.info("%s closing because: %s (age=%ds)", server.prefix(), reason,
                      int(monotonic() - server.connect_time))

@@ -376,6 +376,8 @@ class Login:
             self._key_pos = pos + 8
             pid, secret = _KEY.unpack_from(self._key_bytes, pos)
             key = (pid & 0x7FFFFFFF, secret & 0x7FFFFFFF)
+            if self.pooler.cancel_router is not None:
+                key = self.pooler.cancel_router.stamp(key)  # NOTE: names worker and peer
             if key not in self.by_key:
                 self.by_key[key] = client
                 return key
@@ -388,6 +390,11 @@ class Login:
     def cancel(self, pid: int, key: int) -> None:
         """Route a CancelRequest to the server running that client's query; wrong keys are
         ignored, as PostgreSQL does."""
+        if self.pooler.cancel_router is not None:
+            routed = self.pooler.cancel_router.route(pid, key)
+            if routed is None:
+                return  # NOTE: another worker's or peer's client (pgmux/workers/cancel.py)
+            pid, key = routed
         client = self.by_key.get((pid, key))
         if client is None or client.server is None:
             return

@@ -31,6 +31,9 @@ from pgmux.proxy.login import Login
 
 if TYPE_CHECKING:
     from pgmux.stats.period import StatsPeriod
+    from pgmux.workers import WorkerInfo
+    from pgmux.workers.cancel import CancelRouter
+    from pgmux.workers.shared import Shared
 
 log = logging.getLogger("pgmux")
 monotonic = time.monotonic
@@ -62,12 +65,18 @@ class Pooler:
         self.stop_event: asyncio.Event | None = None  # set by app.serve: stops the process
         self._tasks: set[asyncio.Task[Any]] = set()
         self._next_ident = 0
+        self._ident_step = 1
         self.started = time.time()
         # NOTE: -v: PgBouncer's verbose lines (each link, release and SET); read once here so
         # the hot path pays one attribute test.
         self.debug = log.isEnabledFor(logging.DEBUG)
         self.auto_sizes: dict[str, int] = {}
         self.stats_period: StatsPeriod | None = None  # stats/period.py's, made on first use
+        # NOTE: set by pgmux/workers when this process shares a budget (workers, budget_file),
+        # marks its cancel keys (workers, peer_id) or is a worker; None: a pooler on its own.
+        self.worker: WorkerInfo | None = None
+        self.budget: Shared | None = None
+        self.cancel_router: CancelRouter | None = None
         # NOTE: writes of one loop iteration, sent together when the iteration's ready events
         # have all been handled (see post()).
         self.outbox: list[tuple[asyncio.Transport, bytes]] = []
@@ -99,8 +108,12 @@ class Pooler:
 
     def next_ident(self) -> int:
         """The `id` of a new client or server in SHOW CLIENTS/SERVERS: connect order."""
-        self._next_ident += 1
+        self._next_ident += self._ident_step
         return self._next_ident
+
+    def number_idents(self, first: int, step: int) -> None:
+        """Number clients and servers first + step, first + 2 step, ... (workers apart)."""
+        self._next_ident, self._ident_step = first, step
 
     # ---- writing ------------------------------------------------------------------------
     def post(self, transport: asyncio.Transport, data: bytes) -> None:
@@ -141,7 +154,8 @@ class Pooler:
         self.schedule_flush = functools.partial(loop.call_soon, self.flush_outbox)
         # NOTE: before listening, so the first client already gets the sized pool.
         self.auto_sizes = await size_auto_pools(self)
-        where = await self.listener.start(lambda: ClientConnection(self))
+        where = await self.listener.start(lambda: ClientConnection(self),
+                                          self.worker.sockets if self.worker else None)
         self.janitor.start()
         for place in where:
             log.info("listening on %s", place)

@@ -1,5 +1,6 @@
 """Prometheus exposition: with `[pgmux] metrics_port` set, serves /metrics (text format, made by
-prometheus_client) with per-pool series labelled database and user, read at scrape time."""
+prometheus_client) with per-pool series labelled database and user, read at scrape time (with
+workers, from every worker, added up: the supervisor's one socket is served by all)."""
 
 from __future__ import annotations
 
@@ -60,47 +61,94 @@ COUNTERS: tuple[tuple[str, str, str, int], ...] = (
 )
 
 
-class PoolCollector:
-    """Reads the pooler when scraped; nothing is counted twice."""
+def figures(pooler: Pooler) -> dict[str, Any]:
+    """Every number the exposition shows, as plain data: one row per pool (database, user,
+    the GAUGES, maxwait in seconds, the COUNTERS), the client count and the pause flag."""
+    now = time.monotonic()
+    rows = []
+    for key in sorted(pooler.pools):
+        pool = pooler.pools[key]
+        rows.append([pool.name, pool.user, *(get(pool.core) for _, _, get in GAUGES),
+                     pool.core.max_wait(now),
+                     *(getattr(pool.stats, attr) for _, _, attr, _ in COUNTERS)])
+    return {"pools": rows, "clients": len(pooler.clients), "paused": int(pooler.control.paused)}
 
-    def __init__(self, pooler: Pooler) -> None:
+
+_POOL_SIZE = 2 + len(GAUGES) - 1   # the one gauge that is a limit, not a count
+_MAXWAIT = 2 + len(GAUGES)
+
+
+def merge_figures(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of several workers as one pooler's: counts and counters added, the pool
+    size and the longest wait the largest."""
+    pools: dict[tuple[str, str], list[Any]] = {}
+    for part in parts:
+        for row in part.get("pools", []):
+            key = (row[0], row[1])
+            have = pools.get(key)
+            if have is None:
+                pools[key] = list(row)
+                continue
+            for i in range(2, len(row)):
+                have[i] = max(have[i], row[i]) if i in (_POOL_SIZE, _MAXWAIT) else \
+                    have[i] + row[i]
+    return {"pools": [pools[k] for k in sorted(pools)],
+            "clients": sum(p.get("clients", 0) for p in parts),
+            "paused": max((p.get("paused", 0) for p in parts), default=0)}
+
+
+class PoolCollector:
+    """Reads the pooler when scraped (or the figures given); nothing is counted twice."""
+
+    def __init__(self, pooler: Pooler, given: dict[str, Any] | None = None) -> None:
         self.pooler = pooler
+        self.given = given
 
     def collect(self) -> Iterator[Any]:
         from pgmux.cli.main import version_line
 
-        pools = [self.pooler.pools[k] for k in sorted(self.pooler.pools)]
-        now = time.monotonic()
+        fig = self.given if self.given is not None else figures(self.pooler)
+        rows = fig["pools"]
         info = InfoMetricFamily("pgmux", "pgmux build and the PgBouncer it stands in for.")
         info.add_metric([], {"version": version_line()})
         yield info
         yield GaugeMetricFamily("pgmux_paused", "1 while the pooler is paused (PAUSE).",
-                                value=int(self.pooler.control.paused))
+                                value=fig["paused"])
         yield GaugeMetricFamily("pgmux_clients", "Client connections, all pools and the "
-                                "console.", value=len(self.pooler.clients))
-        for name, doc, get in GAUGES:
+                                "console.", value=fig["clients"])
+        for i, (name, doc, _) in enumerate(GAUGES):
             g = GaugeMetricFamily(name, doc, labels=LABELS)
-            for pool in pools:
-                g.add_metric([pool.name, pool.user], get(pool.core))
+            for row in rows:
+                g.add_metric([row[0], row[1]], row[2 + i])
             yield g
         g = GaugeMetricFamily("pgmux_pool_maxwait_seconds",
                               "How long the oldest waiting client has waited (maxwait).",
                               labels=LABELS)
-        for pool in pools:
-            g.add_metric([pool.name, pool.user], pool.core.max_wait(now))
+        for row in rows:
+            g.add_metric([row[0], row[1]], row[_MAXWAIT])
         yield g
-        for name, doc, attr, div in COUNTERS:
+        for i, (name, doc, _, div) in enumerate(COUNTERS):
             c = CounterMetricFamily(name, doc, labels=LABELS)
-            for pool in pools:
-                value = getattr(pool.stats, attr)
-                c.add_metric([pool.name, pool.user], value / div if div != 1 else value)
+            for row in rows:
+                value = row[_MAXWAIT + 1 + i]
+                c.add_metric([row[0], row[1]], value / div if div != 1 else value)
             yield c
 
 
-def registry_for(pooler: Pooler) -> CollectorRegistry:
+def registry_for(pooler: Pooler, given: dict[str, Any] | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PoolCollector(pooler))
+    registry.register(PoolCollector(pooler, given))
     return registry
+
+
+async def _whole(pooler: Pooler) -> CollectorRegistry:
+    """With workers: a registry over the figures of every worker."""
+    from pgmux.workers import rpc
+
+    info = pooler.worker
+    assert info is not None
+    others = await rpc.ask_all(info.run_dir, info.id, {"op": "metrics"})
+    return registry_for(pooler, merge_figures([figures(pooler), *others]))
 
 
 def render(pooler: Pooler) -> bytes:
@@ -109,7 +157,7 @@ def render(pooler: Pooler) -> bytes:
 
 
 async def _http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                registry: CollectorRegistry) -> None:
+                registry: CollectorRegistry, pooler: Pooler) -> None:
     """A minimal HTTP/1.0 answer; it runs on the pooler's loop, so scrapes read the pools
     without locks."""
     try:
@@ -119,6 +167,8 @@ async def _http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         if method not in ("GET", "HEAD"):
             status, ctype, body = "405 Method Not Allowed", "text/plain", b"method not allowed\n"
         elif path in ("/metrics", "/"):
+            if pooler.worker is not None:
+                registry = await _whole(pooler)
             status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(registry)
         else:
             status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
@@ -163,11 +213,15 @@ def install(pooler: Pooler) -> Callable[[], Awaitable[None]] | None:
     if not conf.metrics_port:
         return None
     registry = registry_for(pooler)
-    sock = listen_socket(conf.metrics_addr, conf.metrics_port)
+    # NOTE: a worker serves the supervisor's socket, as every other worker does.
+    worker = pooler.worker
+    sock = worker.metrics if worker is not None and worker.metrics is not None else \
+        listen_socket(conf.metrics_addr, conf.metrics_port)
     servers: list[asyncio.Server] = []
 
     async def start() -> None:
-        server = await asyncio.start_server(lambda r, w: _http(r, w, registry), sock=sock)
+        server = await asyncio.start_server(lambda r, w: _http(r, w, registry, pooler),
+                                            sock=sock)
         servers.append(server)
         log.info("metrics: serving http://%s:%d/metrics", conf.metrics_addr or "*",
                  conf.metrics_port)
