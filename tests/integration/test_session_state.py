@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import select
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -32,8 +31,14 @@ def mux(pgmux_factory: PgmuxFactory) -> Pgmux:
     return pgmux_factory({"default_pool_size": 2, "max_client_conn": 50})
 
 
+OPEN: list[Conn] = []
+
+
 def connect(mux: Pgmux, **kw: Any) -> Conn:
-    return psycopg.connect(mux.dsn(dbname="testdb", **kw), autocommit=True)
+    """A connection closed at the end of the test (the `clients` fixture closes OPEN)."""
+    conn = psycopg.connect(mux.dsn(dbname="testdb"), autocommit=True, **kw)
+    OPEN.append(conn)
+    return conn
 
 
 def one(conn: Conn, sql: str) -> Any:
@@ -65,12 +70,13 @@ class Elsewhere:
         self.other.close()
 
 
-@pytest.fixture
-def clients(mux: Pgmux) -> Iterator[list[Conn]]:
+@pytest.fixture(autouse=True)
+def clients() -> Iterator[list[Conn]]:
     conns: list[Conn] = []
     yield conns
-    for c in conns:
+    for c in conns + OPEN:
         c.close()
+    OPEN.clear()
 
 
 def test_set_follows_its_client_and_never_reaches_another(mux: Pgmux,
@@ -310,4 +316,3 @@ def test_reset_mode_is_todays_behaviour(pgmux_factory: PgmuxFactory) -> None:
         assert one(b, "show statement_timeout") == "0"
         assert one(a, "show statement_timeout") == "0"  # lost for its client too
     a.close()
-    _ = select

@@ -126,7 +126,7 @@ def test_a_failed_replay_ends_the_client_and_closes_the_server() -> None:
     h.reply(server, err + m.ready_for_query(b"I"))
     assert server.server_state is ServerState.CLOSED
     sent = out(client).take()
-    assert sent[-1][0] == "E" and b'role \\"gone\\" does not exist' not in sent[-1][1]
+    assert sent[-1][0] == "E"
     assert b'role "gone" does not exist' in sent[-1][1]
 
 

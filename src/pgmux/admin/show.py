@@ -15,6 +15,7 @@ from pgmux.config.model import FALLBACK_DATABASE, POOL_SIZE_AUTO
 from pgmux.config.reload import NOT_RELOADABLE
 from pgmux.config.settings import Settings
 from pgmux.pool.core import ClientState, ServerState
+from pgmux.protocol.state import PIN_SESSION
 from pgmux.proxy.clientauth import peer_credentials
 from pgmux.proxy.control import ADMIN_DB, wall_clock
 from pgmux.stats import period
@@ -117,8 +118,21 @@ _SOCKET_NAMES = ("type", "user", "database", "replication", "state", "addr", "po
                  "prepared_statements", "id")
 _DEBUG_NAMES = ("recv_pos", "pkt_pos", "pkt_remain", "send_pos", "send_remain", "pkt_avail",
                 "send_avail")
-SOCKET = cols(_SOCKET_KINDS, *_SOCKET_NAMES)
-SOCKET_DEBUG = cols(_SOCKET_KINDS + "iiiiiii", *(_SOCKET_NAMES + _DEBUG_NAMES))
+# NOTE: pgmux's own column goes after all of PgBouncer's: why a client keeps its server
+# across transactions (its session state cannot move, or it asked for a session).
+SOCKET = cols(_SOCKET_KINDS + "s", *_SOCKET_NAMES, "pinned")
+SOCKET_DEBUG = cols(_SOCKET_KINDS + "iiiiiii" + "s", *(_SOCKET_NAMES + _DEBUG_NAMES),
+                    "pinned")
+
+
+def pin_reason(client: ClientConnection | None) -> str:
+    """SHOW CLIENTS/SERVERS `pinned`: why this client keeps its server, "" when it does not."""
+    if client is None:
+        return ""
+    if client.wants_session and client.pool is not None and \
+            client.pool.pool_mode != "session":
+        return PIN_SESSION
+    return ",".join(client.session.pins)
 
 
 def _tls_info(transport: Any) -> str:
@@ -157,7 +171,7 @@ def client_row(pooler: Pooler, client: ClientConnection, state: str, now: float,
         0 if client.stmts is None else len(client.stmts), client.ident)
     if debug:
         row += (0, 0, 0, 0, 0, client.framer.buffered, _unsent(client.transport))
-    return row
+    return row + (pin_reason(client),)
 
 
 _SERVER_STATE = {ServerState.ACTIVE: "active", ServerState.IDLE: "idle",
@@ -190,7 +204,7 @@ def server_row(pooler: Pooler, server: ServerConnection, state: str, debug: bool
         # NOTE: pkt_avail 0: a server has no Framer, and its BackendScanner does not tell how
         # many bytes it holds back.
         row += (0, 0, 0, 0, 0, 0, _unsent(transport))
-    return row
+    return row + (pin_reason(link),)
 
 
 def _ordered_clients(pool: Pool) -> Iterator[tuple[Any, str]]:

@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from pgmux.admin.show import pin_reason
+
 if TYPE_CHECKING:
     from pgmux.proxy.pooler import Pooler
 
@@ -58,6 +60,10 @@ COUNTERS: tuple[tuple[str, str, str, int], ...] = (
     ("pgmux_server_parses", "Prepared statements created on servers.",
      "server_parse_count", 1),
     ("pgmux_binds", "Prepared statements bound.", "bind_count", 1),
+    ("pgmux_session_replays", "Session state (settings, SQL prepared statements) brought to "
+     "a server when a client got it.", "session_replays", 1),
+    ("pgmux_session_readbacks", "Session state read back after a transaction that may have "
+     "changed it.", "session_readbacks", 1),
 )
 
 
@@ -71,7 +77,15 @@ def figures(pooler: Pooler) -> dict[str, Any]:
         rows.append([pool.name, pool.user, *(get(pool.core) for _, _, get in GAUGES),
                      pool.core.max_wait(now),
                      *(getattr(pool.stats, attr) for _, _, attr, _ in COUNTERS)])
-    return {"pools": rows, "clients": len(pooler.clients), "paused": int(pooler.control.paused)}
+    pinned: dict[tuple[str, str, str], int] = {}
+    for client in pooler.clients:
+        reason = pin_reason(client)
+        if reason and client.pool is not None:
+            for one in reason.split(","):
+                key3 = (client.pool.name, client.pool.user, one)
+                pinned[key3] = pinned.get(key3, 0) + 1
+    return {"pools": rows, "clients": len(pooler.clients), "paused": int(pooler.control.paused),
+            "pinned": [[*k, n] for k, n in sorted(pinned.items())]}
 
 
 _POOL_SIZE = 2 + len(GAUGES) - 1   # the one gauge that is a limit, not a count
@@ -92,9 +106,14 @@ def merge_figures(parts: list[dict[str, Any]]) -> dict[str, Any]:
             for i in range(2, len(row)):
                 have[i] = max(have[i], row[i]) if i in (_POOL_SIZE, _MAXWAIT) else \
                     have[i] + row[i]
+    pinned: dict[tuple[str, str, str], int] = {}
+    for part in parts:
+        for db, user, reason, n in part.get("pinned", []):
+            pinned[(db, user, reason)] = pinned.get((db, user, reason), 0) + n
     return {"pools": [pools[k] for k in sorted(pools)],
             "clients": sum(p.get("clients", 0) for p in parts),
-            "paused": max((p.get("paused", 0) for p in parts), default=0)}
+            "paused": max((p.get("paused", 0) for p in parts), default=0),
+            "pinned": [[*k, n] for k, n in sorted(pinned.items())]}
 
 
 class PoolCollector:
@@ -126,6 +145,12 @@ class PoolCollector:
                               labels=LABELS)
         for row in rows:
             g.add_metric([row[0], row[1]], row[_MAXWAIT])
+        yield g
+        g = GaugeMetricFamily("pgmux_pinned_clients", "Clients that keep their server across "
+                              "transactions, by why (docs/session-state.md).",
+                              labels=[*LABELS, "reason"])
+        for db, user, reason, n in fig.get("pinned", []):
+            g.add_metric([db, user, reason], n)
         yield g
         for i, (name, doc, _, div) in enumerate(COUNTERS):
             c = CounterMetricFamily(name, doc, labels=LABELS)
