@@ -29,6 +29,7 @@ from pgmux.protocol.state import (
 )
 
 if TYPE_CHECKING:
+    from pgmux.pool.pool import Pool
     from pgmux.proxy.client import ClientConnection
     from pgmux.proxy.pooler import Pooler
     from pgmux.proxy.server import ServerConnection
@@ -230,18 +231,23 @@ class Links:
             client.send(notice)
         self._decide(client, server, withheld, server.link_state.status)
 
+    def _pin_cap(self, pool: Pool) -> int:
+        """max_pinned_servers, or by default the pool size minus one (at least one): a
+        server stays for everyone else. -1: no cap (pool_size 0 is unlimited)."""
+        cap = self.pooler.config.pgmux.max_pinned_servers
+        if cap:
+            return cap
+        size = pool.core.limits.pool_size
+        return max(1, size - 1) if size else -1
+
     def _may_pin(self, client: ClientConnection) -> bool:
-        """Whether one more of this pool's servers may be pinned (max_pinned_servers; by
-        default the pool size minus one, so a server stays for everyone else)."""
+        """Whether one more of this pool's servers may be pinned."""
         pool = client.pool
         if pool is None:
             return False
-        cap = self.pooler.config.pgmux.max_pinned_servers
-        size = pool.core.limits.pool_size
-        if not cap:
-            if not size:
-                return True  # NOTE: pool_size 0: no limit
-            cap = size - 1
+        cap = self._pin_cap(pool)
+        if cap < 0:
+            return True
         pinned = sum(1 for c in pool.core.clients if c.session.pins and c is not client)
         return pinned < cap
 
@@ -253,7 +259,7 @@ class Links:
         if undo:
             server.inject(undo, after="replay")
         pool = server.pool
-        cap = self.pooler.config.pgmux.max_pinned_servers or pool.core.limits.pool_size - 1
+        cap = self._pin_cap(pool)
         reasons = ", ".join(read.pins)
         log.warning("%s pin refused (%s): max_pinned_servers %d reached", client.prefix(),
                     reasons, cap)
