@@ -68,12 +68,20 @@ PGBOUNCER_COLUMNS: dict[str, list[str]] = {
 }
 
 
+# pgmux's own columns after PgBouncer's (docs/admin.md).
+PGMUX_EXTRA_COLUMNS = {"CLIENTS": ["pinned"], "SERVERS": ["pinned"], "SOCKETS": ["pinned"],
+                       "ACTIVE_SOCKETS": ["pinned"]}
+
+
 def test_every_show_has_pgbouncers_columns(pg: EmbeddedPostgres, pgmux: Pgmux) -> None:
     with psycopg.connect(pgmux.dsn(), autocommit=True) as app:
         app.execute("select 1")  # a pool, a client and a server to show
         for what, expected in PGBOUNCER_COLUMNS.items():
             out = psql(pg, pgmux, f"SHOW {what};").stdout
-            assert out.splitlines()[0].split("|") == expected, what
+            got = out.splitlines()[0].split("|")
+            # NOTE: PgBouncer's columns in PgBouncer's order; pgmux's own come after them.
+            assert got[:len(expected)] == expected, what
+            assert got[len(expected):] == PGMUX_EXTRA_COLUMNS.get(what, []), what
     help_ = psql(pg, pgmux, "SHOW HELP")
     assert "Console usage" in help_.stderr and "SHOW HELP|CONFIG" in help_.stderr
     assert help_.stdout.strip() == "SHOW"

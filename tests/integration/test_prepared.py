@@ -137,6 +137,16 @@ def test_errors_keep_postgres_texts(pgmux: Pgmux) -> None:
 def test_sql_level_prepare(pgmux_factory: PgmuxFactory) -> None:
     px = pgmux_factory({"default_pool_size": 2})
     with psycopg.connect(px.dsn(), autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("prepare q1(int) as select $1 * 2")
+            assert conn.execute("execute q1(21)").fetchone() == (42,)
+        # session_state = track: it follows the client to later transactions
+        assert conn.execute("execute q1(1)").fetchone() == (2,)
+
+
+def test_sql_level_prepare_in_reset_mode(pgmux_factory: PgmuxFactory) -> None:
+    px = pgmux_factory({"default_pool_size": 2}, pgmux={"session_state": "reset"})
+    with psycopg.connect(px.dsn(), autocommit=True) as conn:
         # Inside one transaction it just works.
         with conn.transaction():
             conn.execute("prepare q1(int) as select $1 * 2")

@@ -105,11 +105,13 @@ def select_one(raw: Raw) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def mux(pg: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pgmux]:
-    """One pgmux with the fixture defaults, shared by this module's tests (none changes it)."""
+    """One pgmux with the fixture defaults, shared by this module's tests (none changes it);
+    session_state = reset, for PgBouncer's rules on startup parameters (with track, other
+    settings become part of the session: tests/integration/test_session_state.py)."""
     base = tmp_path_factory.mktemp("startup")
     port = free_port()
     ini, log = base / "pgbouncer.ini", base / "pgmux.log"
-    ini.write_text(render_ini(pg, port, base, {}, None, None, None, None))
+    ini.write_text(render_ini(pg, port, base, {}, None, None, {"session_state": "reset"}, None))
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "pgmux", "serve", str(ini)],
                                 stdout=out, stderr=subprocess.STDOUT)

@@ -39,7 +39,8 @@ def test_quiet_by_default(pgmux_factory: PgmuxFactory) -> None:
 ])
 def test_refused_logins_are_logged(pgmux_factory: PgmuxFactory, params: dict[str, str],
                                    error: str, logged: str) -> None:
-    mux = pgmux_factory({"log_disconnections": 1})
+    # NOTE: PgBouncer's rule for startup parameters (session_state = track would keep them)
+    mux = pgmux_factory({"log_disconnections": 1}, pgmux={"session_state": "reset"})
 
     async def login() -> None:
         conn = await asyncpg.connect(mux.dsn(), server_settings=params)

@@ -374,11 +374,14 @@ def test_console_commands_apply_to_every_worker(
         for pid in pids.values():
             assert f"[{pid}] LOG RESUME command issued" in mux.logs()
         # KILL_CLIENT finds the client in whichever worker has it
-        rows = [r for r in conn.execute("SHOW CLIENTS").fetchall() if r[2] == DB]
+        cur = conn.execute("SHOW CLIENTS")
+        names = [d.name for d in cur.description or ()]
+        ident, worker = names.index("id"), names.index("worker")
+        rows = [r for r in cur.fetchall() if r[2] == DB]
         for w, victim in victims.items():
             [row] = [r for r in rows if int(r[6]) == _local_port(victim)]
-            assert row[-1] == w and int(row[-2]) % 1000 == w
-            conn.execute(f"KILL_CLIENT {row[-2]}")
+            assert row[worker] == w and int(row[ident]) % 1000 == w
+            conn.execute(f"KILL_CLIENT {row[ident]}")
             with pytest.raises(psycopg.OperationalError):
                 victim.execute("select 1")
         with pytest.raises(psycopg.Error, match="client not found"):

@@ -3,50 +3,19 @@ handlers call the pooler's control verbs and return rows, a tag, or a deferred a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from pgmux.admin import show
+from pgmux.admin.outcome import AdminError, Deferred, Outcome, Reply, Result
 from pgmux.admin.parse import BadArguments, Statement, parse
-from pgmux.admin.show import Column, Row
+from pgmux.admin.show import Column
 from pgmux.proxy.control import IMMEDIATE, WAIT_FOR_CLIENTS, WAIT_FOR_SERVERS, ControlError
 
 if TYPE_CHECKING:
     from pgmux.proxy.pooler import Pooler
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """What a command answers: optional notice, optional result set, the command tag."""
-
-    tag: str
-    columns: tuple[Column, ...] | None = None
-    rows: list[Row] = field(default_factory=list)
-    notice: tuple[str, str] | None = None  # (message, detail)
-
-
-class AdminError(Exception):
-    """An ERROR answer (the connection stays usable); sqlstate 08P01 unless said otherwise."""
-
-    def __init__(self, message: str, sqlstate: str = "08P01") -> None:
-        super().__init__(message)
-        self.message = message
-        self.sqlstate = sqlstate
-
-
-# NOTE: a deferred answer may also be a refusal (an error found after the command started).
-Reply = Callable[[Result | AdminError], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Deferred:
-    """An answer that comes later (PAUSE, WAIT_CLOSE): start(reply) arranges reply(result)."""
-
-    start: Callable[[Reply], None]
-
-
-Outcome = Result | Deferred
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,3 +281,31 @@ def _set(ctx: Context, key: str, value: str) -> Outcome:
         quoted = value.replace("'", "''")
         return console.everywhere(ctx.pooler, f"SET {key} = '{quoted}'", result)
     return result
+
+
+def answer_admin(pooler: Pooler, query: str) -> asyncio.Future[dict[str, Any]]:
+    """Run a console command here only (a sibling worker asked), as an admin; its outcome
+    as JSON."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[dict[str, Any]] = loop.create_future()
+    assert pooler.worker is not None
+    me = pooler.worker.id
+
+    def reply(result: Result | AdminError) -> None:
+        if done.done():
+            return
+        if isinstance(result, AdminError):
+            done.set_result({"error": result.message, "sqlstate": result.sqlstate,
+                             "worker": me})
+        else:
+            done.set_result({"tag": result.tag, "worker": me})
+
+    try:
+        outcome = execute(Context(pooler, True, local=True), prepare(query))
+        if isinstance(outcome, Deferred):
+            outcome.start(reply)
+        else:
+            reply(outcome)
+    except AdminError as exc:
+        reply(exc)
+    return done

@@ -10,15 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pgmux.admin.commands import (
-    AdminError,
-    Context,
-    Deferred,
-    Prepared,
-    Result,
-    execute,
-    prepare,
-)
+from pgmux.admin.commands import Context, Prepared, execute, prepare
+from pgmux.admin.outcome import AdminError, Deferred, Result
 from pgmux.admin.parse import bind_params, count_params
 from pgmux.admin.show import Column
 from pgmux.protocol import messages as m

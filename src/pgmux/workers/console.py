@@ -9,12 +9,12 @@ import logging
 import os
 import signal
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from pgmux.admin.outcome import AdminError, Deferred, Outcome, Reply, Result
 from pgmux.workers import rpc, view
 
 if TYPE_CHECKING:
-    from pgmux.admin.commands import Deferred, Outcome, Reply, Result
     from pgmux.proxy.pooler import Pooler
     from pgmux.workers import WorkerInfo
 
@@ -33,7 +33,6 @@ def _info(pooler: Pooler) -> WorkerInfo:
 
 def show(pooler: Pooler, what: str, result: Result) -> Outcome:
     """SHOW what over all workers: this worker's rows (in result) merged with its siblings'."""
-    from pgmux.admin.commands import AdminError, Deferred, Result
 
     if what in view.LOCAL or result.columns is None:
         return result
@@ -59,7 +58,6 @@ def show(pooler: Pooler, what: str, result: Result) -> Outcome:
 def everywhere(pooler: Pooler, query: str, local: Outcome) -> Deferred:
     """A control command that ran (or started) here, run in every sibling too; answered once
     all have answered. A sibling's refusal is logged: this worker's answer is the answer."""
-    from pgmux.admin.commands import AdminError, Deferred, Result
 
     info = _info(pooler)
 
@@ -91,7 +89,6 @@ def everywhere(pooler: Pooler, query: str, local: Outcome) -> Deferred:
 
 def kill_client(pooler: Pooler, arg: str) -> Deferred:
     """KILL_CLIENT: the client lives in one worker; whichever has it answers."""
-    from pgmux.admin.commands import AdminError, Deferred, Result
     from pgmux.proxy.control import ControlError
 
     info = _info(pooler)
@@ -119,7 +116,6 @@ def kill_client(pooler: Pooler, arg: str) -> Deferred:
 
 def shutdown(pooler: Pooler, mode: str) -> Outcome:
     """SHUTDOWN [mode] stops the whole pgmux: the supervisor passes the signal to every worker."""
-    from pgmux.admin.commands import Deferred, Result
 
     os.kill(_info(pooler).supervisor, _SHUTDOWN_SIGNALS[mode])
     if mode == "IMMEDIATE":
@@ -129,7 +125,6 @@ def shutdown(pooler: Pooler, mode: str) -> Outcome:
 
 def restart(pooler: Pooler) -> Outcome:
     """RESTART: the supervisor replaces every worker, one at a time, by a new one."""
-    from pgmux.admin.commands import AdminError, Deferred, Result
 
     info = _info(pooler)
 
@@ -164,31 +159,3 @@ def supervisor_request(run_dir: str, line: str, timeout: float = 5.0) -> str:
         except OSError:
             return ""
     return data.decode(errors="replace").strip()
-
-
-def answer_admin(pooler: Pooler, query: str) -> asyncio.Future[dict[str, Any]]:
-    """Run a console command here only (a sibling asked), as an admin; its outcome as JSON."""
-    from pgmux.admin.commands import AdminError, Context, Deferred, execute, prepare
-
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[dict[str, Any]] = loop.create_future()
-    me = _info(pooler).id
-
-    def reply(result: Result | AdminError) -> None:
-        if done.done():
-            return
-        if isinstance(result, AdminError):
-            done.set_result({"error": result.message, "sqlstate": result.sqlstate,
-                             "worker": me})
-        else:
-            done.set_result({"tag": result.tag, "worker": me})
-
-    try:
-        outcome = execute(Context(pooler, True, local=True), prepare(query))
-        if isinstance(outcome, Deferred):
-            outcome.start(reply)
-        else:
-            reply(outcome)
-    except AdminError as exc:
-        reply(exc)
-    return done

@@ -72,7 +72,7 @@ async def answer(pooler: Pooler, request: dict[str, Any]) -> dict[str, Any]:
         spec = show.SHOWS[str(request["what"])]
         return {"rows": [list(r) for r in spec.rows(pooler)]}
     if op == "admin":
-        from pgmux.workers.console import answer_admin
+        from pgmux.admin.commands import answer_admin
 
         return await answer_admin(pooler, str(request["query"]))
     if op == "metrics":
