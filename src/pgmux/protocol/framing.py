@@ -3,16 +3,18 @@ only 5-byte headers and the bodies of the few message types a decision depends o
 
 from __future__ import annotations
 
-from pgmux.protocol.messages import HEADER, ProtocolError
+from typing import Final
 
-_unpack_header = HEADER.unpack_from
+from pgmux.protocol.messages import HEADER, ProtocolError, byte_table
+
+_unpack_header: Final = HEADER.unpack_from
 
 # NOTE: PostgreSQL caps a message at 1 GB; a length below 4 can never be valid.
-MAX_MESSAGE = 0x40000000
+MAX_MESSAGE: Final = 0x40000000
 # What a client may send after its startup packet: the simple and extended protocol, COPY,
 # function calls, Terminate, and password messages during authentication.
-_ANY_TYPE = b"\x01" * 256
-FRONTEND_TYPES = bytes(1 if chr(t) in "QPBEDCHSFXdcfp" else 0 for t in range(256))
+_ANY_TYPE: Final = b"\x01" * 256
+FRONTEND_TYPES: Final = bytes(1 if chr(t) in "QPBEDCHSFXdcfp" else 0 for t in range(256))
 
 
 class Framer:
@@ -86,10 +88,8 @@ class BackendScanner:
     def __init__(self, watch: bytes | bytearray) -> None:
         self._skip = 0  # body bytes of an unwatched message still to pass through
         self._tail = b""  # held-back start of a message (partial header or watched body)
-        self.watch = bytearray(256)  # NOTE: a byte table, so the hot loop does one index op
-        for t in watch:
-            self.watch[t] = 1
-        self._all = bytearray(b"\x01" * 256)
+        self.watch = byte_table(watch)  # NOTE: a byte table: the hot loop does one index op
+        self._all = _ANY_TYPE
         self._table = self.watch  # the table in force: `watch`, or every type in whole mode
         self.whole = False
 

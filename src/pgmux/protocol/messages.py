@@ -58,6 +58,19 @@ NEEDS_SERVER = frozenset((F_QUERY, F_SYNC, F_FLUSH, F_FUNCTION_CALL))
 EXTENDED = frozenset((F_PARSE, F_BIND, F_DESCRIBE, F_EXECUTE, F_CLOSE, F_FLUSH))
 
 
+def byte_table(entries: Mapping[int, int] | Iterable[int]) -> bytes:
+    """A 256-entry lookup table by message type: the mapping's values, or 1 for each type
+    listed. Immutable bytes, so compiled code indexes it without a call."""
+    table = bytearray(256)
+    if isinstance(entries, Mapping):
+        for t, value in entries.items():
+            table[t] = value
+    else:
+        for t in entries:
+            table[t] = 1
+    return bytes(table)
+
+
 class ProtocolError(Exception):
     """The peer sent bytes that break the protocol; the connection must be closed."""
 

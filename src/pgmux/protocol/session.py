@@ -3,6 +3,8 @@ state machine: counts of outstanding Syncs, open extended batches, COPY and tran
 
 from __future__ import annotations
 
+from typing import Final
+
 from pgmux.protocol.messages import (
     F_COPY_DONE,
     F_COPY_FAIL,
@@ -10,16 +12,13 @@ from pgmux.protocol.messages import (
     F_FUNCTION_CALL,
     F_QUERY,
     F_SYNC,
+    byte_table,
 )
 
 # NOTE: a byte table: 1 for frontend messages that extend an extended-protocol batch.
-_BATCH = bytearray(256)
-for _t in b"PBDECH":
-    _BATCH[_t] = 1
+_BATCH: Final = byte_table(b"PBDECH")
 # NOTE: 1 for frontend messages that begin server work when nothing is outstanding.
-_STARTS = bytearray(256)
-for _t in (F_QUERY, F_SYNC, F_FUNCTION_CALL, ord("H")):
-    _STARTS[_t] = 1
+_STARTS: Final = byte_table((F_QUERY, F_SYNC, F_FUNCTION_CALL, ord("H")))
 
 
 class LinkState:
@@ -107,14 +106,14 @@ class LinkState:
 # is free again. proxy/link.py carries them out; the tables in tests/protocol/test_session.py
 # pin every row.
 
-KEEP = 0      # the client keeps its server
-RELEASE = 1   # unlink now; the server is handed on (after a reset when `discard`)
-REFUSE = 2    # statement mode: a transaction block was opened: the client is refused
-RESET = 3     # run ROLLBACK (`rollback`) and/or the reset query (`discard`), then hand on
-CLOSE = 4     # close the server (`reason`)
-HAND_ON = 5   # the server is clean and free: first waiter, else the idle stack
+KEEP: Final = 0      # the client keeps its server
+RELEASE: Final = 1   # unlink now; the server is handed on (after a reset when `discard`)
+REFUSE: Final = 2    # statement mode: a transaction block was opened: the client is refused
+RESET: Final = 3     # run ROLLBACK (`rollback`) and/or the reset query (`discard`), then hand on
+CLOSE: Final = 4     # close the server (`reason`)
+HAND_ON: Final = 5   # the server is clean and free: first waiter, else the idle stack
 
-STATUS_IDLE = 73  # ord("I"): ReadyForQuery's status outside a transaction
+STATUS_IDLE: Final = 73  # ord("I"): ReadyForQuery's status outside a transaction
 
 
 class Decision:
@@ -144,13 +143,13 @@ class Decision:
 
 
 # NOTE: the verdicts of the hot path are made once; callers compare `.action`, never identity.
-_KEEP = Decision(KEEP)
-_RELEASE = Decision(RELEASE)
-_RELEASE_DISCARD = Decision(RELEASE, discard=True)
-_REFUSE = Decision(REFUSE, reason="transaction blocks not allowed in statement pooling mode")
-_HAND_ON = Decision(HAND_ON)
-_NOT_READY = Decision(CLOSE, reason="client disconnect while server was not ready")
-_LIFETIME = Decision(CLOSE, reason="server lifetime over")
+_KEEP: Final = Decision(KEEP)
+_RELEASE: Final = Decision(RELEASE)
+_RELEASE_DISCARD: Final = Decision(RELEASE, discard=True)
+_REFUSE: Final = Decision(REFUSE, reason="transaction blocks not allowed in statement pooling mode")
+_HAND_ON: Final = Decision(HAND_ON)
+_NOT_READY: Final = Decision(CLOSE, reason="client disconnect while server was not ready")
+_LIFETIME: Final = Decision(CLOSE, reason="server lifetime over")
 
 
 def after_ready(mode: str, status: int, dirty: bool, reset_always: bool,

@@ -4,25 +4,26 @@ next client of a server in transaction mode, and quoting for the statements pgmu
 from __future__ import annotations
 
 import re
+from typing import Final
 
 # What a statement may do to the session, as changes_session answers it.
-NONE = 0       # nothing that outlives the transaction
-TRACKED = 1    # settings, SQL prepared statements, locks, channels, temp tables, cursors:
+NONE: Final = 0       # nothing that outlives the transaction
+TRACKED: Final = 1    # settings, SQL prepared statements, locks, channels, temp tables, cursors:
                # read back from the server afterwards (protocol/state.py)
-UNTRACKED = 2  # a loaded library, a dblink connection: only a reset clears it
+UNTRACKED: Final = 2  # a loaded library, a dblink connection: only a reset clears it
 
 # NOTE: matched against the lower-cased statement, at its start and after each ';'. SET LOCAL,
 # SET TRANSACTION and SET CONSTRAINTS end with the transaction; SET SESSION CHARACTERISTICS
 # does not (it sets the session's default_transaction_*). DROP and CLOSE may end a temp
 # table or a cursor that keeps a client on its server.
-_SESSION_HEAD = re.compile(
+_SESSION_HEAD: Final = re.compile(
     r"\s*(?:set\s+(?!local\b|transaction\b|constraints\b)"
     r"|reset\b|create\s+(?:(?:global|local)\s+)?temp|listen\b|unlisten\b|prepare\b"
     r"|declare\b|discard\b|deallocate\b|close\b|drop\b|(load)\b)")
 # The words _SESSION_HEAD can start with: a cheap test that spares the regex for SELECT & co.
-_HEAD_WORDS = ("set", "reset", "create", "listen", "unlisten", "prepare", "declare", "load",
+_HEAD_WORDS: Final = ("set", "reset", "create", "listen", "unlisten", "prepare", "declare", "load",
                "discard", "deallocate", "close", "drop")
-_BLANKS = " \t\r\n;"
+_BLANKS: Final = " \t\r\n;"
 
 
 def _head(match: re.Match[str] | None) -> int:
@@ -68,7 +69,7 @@ def changes_session(sql: bytes) -> int:
 
 
 _VERDICTS: dict[bytes, int] = {}
-_VERDICTS_MAX = 4096
+_VERDICTS_MAX: Final = 4096
 
 
 def changes_session_cached(sql: bytes) -> int:

@@ -14,7 +14,7 @@ import logging
 import ssl
 import time
 from enum import Enum
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from pgmux.pool.core import ClientState
 from pgmux.protocol import messages as m
@@ -30,42 +30,32 @@ if TYPE_CHECKING:
     from pgmux.proxy.server import ServerConnection
 
 log = logging.getLogger("pgmux")
-monotonic = time.monotonic
+monotonic: Final = time.monotonic
 
 # NOTE: a client that keeps sending while it waits for a server is read no further than this
 # many bytes ahead (PgBouncer stops reading when its packet buffer is full): a pipelining
 # client cannot grow the pooler's memory without bound. Reading resumes once it is served.
-PENDING_LIMIT = 65536
+PENDING_LIMIT: Final = 65536
 
-_P = m.F_PARSE
-_X = m.F_TERMINATE
-_NEEDS_SERVER = bytearray(256)
-for _t in m.NEEDS_SERVER:
-    _NEEDS_SERVER[_t] = 1
+_P: Final = m.F_PARSE
+_X: Final = m.F_TERMINATE
+_NEEDS_SERVER: Final = m.byte_table(m.NEEDS_SERVER)
 # What _forward looks at in a message: 1 Query, 2 Parse, 3 Bind, 4 Describe or Close, 5 any
 # other message a client may send once logged in; 0 is not a frontend message type.
-_KIND = bytearray(256)
-for _t in b"EHSFXdcf":
-    _KIND[_t] = 5
-_KIND[m.F_QUERY], _KIND[m.F_PARSE], _KIND[m.F_BIND] = 1, 2, 3
-_KIND[m.F_DESCRIBE] = _KIND[m.F_CLOSE] = 4
+_KIND: Final = m.byte_table({**{t: 5 for t in b"EHSFXdcf"}, m.F_QUERY: 1, m.F_PARSE: 2,
+                             m.F_BIND: 3, m.F_DESCRIBE: 4, m.F_CLOSE: 4})
 # The shortest well-formed message of each type whose body _forward reads: Query ("" NUL),
 # Parse (name NUL, text NUL, int16), Bind (2 NULs, 3 int16), Describe/Close ('S'|'P', NUL).
-_MIN_LEN = bytearray(256)
-_MIN_LEN[m.F_QUERY], _MIN_LEN[m.F_PARSE], _MIN_LEN[m.F_BIND] = 6, 9, 13
-_MIN_LEN[m.F_DESCRIBE] = _MIN_LEN[m.F_CLOSE] = 7
+_MIN_LEN: Final = m.byte_table({m.F_QUERY: 6, m.F_PARSE: 9, m.F_BIND: 13, m.F_DESCRIBE: 7,
+                                m.F_CLOSE: 7})
 # CopyData, CopyDone, CopyFail: PostgreSQL ignores them outside COPY (a client may still send
 # them after its COPY failed); with no server linked they are dropped.
-_COPY_MESSAGE = bytearray(256)
-for _t in b"dcf":
-    _COPY_MESSAGE[_t] = 1
-_AUTH_OK = m.auth_ok()
-_READY_IDLE = m.ready_for_query(b"I")
+_COPY_MESSAGE: Final = m.byte_table(b"dcf")
+_AUTH_OK: Final = m.auth_ok()
+_READY_IDLE: Final = m.ready_for_query(b"I")
 # First bytes of a query that may be PREPARE/DEALLOCATE (or start with blanks).
-_MAYBE_PREPARE = bytearray(256)
-for _t in b"PpDd \t\r\n(/-":
-    _MAYBE_PREPARE[_t] = 1
-_S_KIND = ord("S")
+_MAYBE_PREPARE: Final = m.byte_table(b"PpDd \t\r\n(/-")
+_S_KIND: Final = ord("S")
 
 
 class Phase(Enum):
@@ -78,13 +68,13 @@ class Phase(Enum):
 
 
 # Phases before the client may send queries (client_login_timeout applies).
-LOGIN_PHASES = frozenset((Phase.STARTUP, Phase.TLS, Phase.AUTH, Phase.WELCOME))
+LOGIN_PHASES: Final = frozenset((Phase.STARTUP, Phase.TLS, Phase.AUTH, Phase.WELCOME))
 
 # NOTE: on Python 3.11 an Enum member lookup goes through EnumType.__getattr__ (4x a plain
 # attribute); the hot paths use these module constants.
-_READY = Phase.READY
-_CLOSED = Phase.CLOSED
-_WAITING = ClientState.WAITING
+_READY: Final = Phase.READY
+_CLOSED: Final = Phase.CLOSED
+_WAITING: Final = ClientState.WAITING
 
 
 def _invalid(t: int) -> str:

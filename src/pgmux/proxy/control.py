@@ -355,7 +355,7 @@ class Control:
         new = dataclasses.replace(new, settings=settings)
         p.config = new
         p.settings = settings
-        p.apply_tracked()
+        p.apply_settings()
         p.login.auth.load_files()
         try:
             p.client_tls = tls.client_context(settings)

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from pgmux.pool.core import ServerState
 from pgmux.proxy.server import ServerConnection
@@ -22,15 +22,15 @@ if TYPE_CHECKING:
     from pgmux.proxy.pooler import Pooler
 
 log = logging.getLogger("pgmux")
-monotonic = time.monotonic
+monotonic: Final = time.monotonic
 
-_UNLIMITED = 1 << 30
-_LOGIN_STATE = ServerState.LOGIN
+_UNLIMITED: Final = 1 << 30
+_LOGIN_STATE: Final = ServerState.LOGIN
 # NOTE: transient login failures are retried after 0.1 s, doubling, at most this (and never
 # longer than server_login_retry): a PostgreSQL restart costs clients a wait, not an error,
 # and they are served within this long of the server accepting connections again.
-LOGIN_BACKOFF_FIRST = 0.1
-LOGIN_BACKOFF_CAP = 2.0
+LOGIN_BACKOFF_FIRST: Final = 0.1
+LOGIN_BACKOFF_CAP: Final = 2.0
 
 
 class Launcher:

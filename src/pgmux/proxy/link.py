@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from pgmux.pool.core import ServerState
 from pgmux.protocol import messages as m
-from pgmux.protocol import session
-from pgmux.protocol.session import CLOSE, HAND_ON, KEEP, RELEASE, RESET, STATUS_IDLE
+from pgmux.protocol.session import (
+    CLOSE,
+    HAND_ON,
+    KEEP,
+    RELEASE,
+    RESET,
+    STATUS_IDLE,
+    after_ready,
+    when_free,
+)
+from pgmux.protocol.session import client_gone as gone_verdict
 from pgmux.protocol.sql import TRACKED, set_config_query
 from pgmux.protocol.state import (
     EMPTY,
@@ -35,11 +44,11 @@ if TYPE_CHECKING:
     from pgmux.proxy.server import ServerConnection
 
 log = logging.getLogger("pgmux")
-monotonic = time.monotonic
+monotonic: Final = time.monotonic
 
 # NOTE: module constants for the Enum members the hot path compares (see server.py).
-_CLOSED = ServerState.CLOSED
-_READY_TAIL = b"\x00\x00\x00\x05" + b"I"  # what a ReadyForQuery(idle) ends with
+_CLOSED: Final = ServerState.CLOSED
+_READY_TAIL: Final = b"\x00\x00\x00\x05" + b"I"  # what a ReadyForQuery(idle) ends with
 
 
 class Links:
@@ -148,15 +157,12 @@ class Links:
 
     def check_always(self, client: ClientConnection) -> bool:
         """session_check = always: read the session back after every transaction."""
-        settings = self.pooler.config.pgmux
-        return client.watch_session and settings.session_check == "always" and \
-            settings.session_state == "track"
+        return self.pooler.check_always and client.watch_session
 
     def _decide(self, client: ClientConnection, server: ServerConnection, out: bytes,
                 status: int) -> None:
-        d = session.after_ready(client.pool_mode, status, server.dirty,
-                                self.pooler.settings.server_reset_query_always,
-                                pinned=bool(client.session.pins))
+        d = after_ready(client.pool_mode, status, server.dirty, self.pooler.reset_always,
+                        pinned=bool(client.session.pins))
         action = d.action
         if action == RELEASE:
             if out:
@@ -303,8 +309,8 @@ class Links:
         pool = server.pool
         if server.server_state is _CLOSED:
             return
-        lifetime = self.pooler.settings.server_lifetime
-        d = session.when_free(server.close_needed or None,
+        lifetime = self.pooler.server_lifetime
+        d = when_free(server.close_needed or None,
                               bool(lifetime) and self.pooler.now - server.connect_time >= lifetime,
                               bool(pool.core.waiting))
         if d.action == CLOSE:
@@ -349,7 +355,7 @@ class Links:
         """The client may have changed its session (protocol/sql.py changes_session): with
         session_state = track, what pgmux can read back is read back after the transaction;
         the rest (and everything in reset mode) resets the server before anyone else."""
-        if kind == TRACKED and self.pooler.config.pgmux.session_state == "track":
+        if kind == TRACKED and self.pooler.tracking:
             server.recheck = True
         else:
             server.dirty = True
@@ -380,7 +386,7 @@ class Links:
         # not done) is discarded; settings and prepared statements stay, the next client's
         # link replays the difference. The mode is the one the client used the server in.
         dirty = server.dirty or server.recheck or bool(server.session.pins)
-        d = session.client_gone(ls.idle, bool(server.swallow), ls.status, client.pool_mode,
+        d = gone_verdict(ls.idle, bool(server.swallow), ls.status, client.pool_mode,
                                 dirty, settings.server_reset_query_always,
                                 settings.server_reset_query)
         if d.action == CLOSE:

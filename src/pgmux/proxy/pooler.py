@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from pgmux.config import Config, DatabaseConfig
 from pgmux.pool.core import PoolLimits
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from pgmux.workers.shared import Shared
 
 log = logging.getLogger("pgmux")
-monotonic = time.monotonic
+monotonic: Final = time.monotonic
 
 # Client-visible parameters each client keeps for itself (PgBouncer's set plus search_path).
 BASE_TRACKED = ("client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings",
@@ -88,7 +88,11 @@ class Pooler:
         self.prepared_registry = PreparedRegistry()
         self.tracked_params: frozenset[str] = frozenset()
         self.tracked_canonical: dict[str, str] = {}
-        self.apply_tracked()
+        self.reset_always = False
+        self.server_lifetime = 0.0
+        self.tracking = True
+        self.check_always = False
+        self.apply_settings()
         self.client_tls = tls.client_context(self.settings)
         self.server_tls = tls.server_context(self.settings)
         self.listener = Listener(self)
@@ -98,13 +102,19 @@ class Pooler:
         self.control = Control(self)
         self.janitor = Janitor(self)
 
-    def apply_tracked(self) -> None:
-        """The parameters each client keeps for itself: PgBouncer's set plus
-        track_extra_parameters."""
+    def apply_settings(self) -> None:
+        """What follows from the settings, read once here (at start and on every RELOAD) so
+        the hot path reads plain attributes: the parameters each client keeps for itself
+        (PgBouncer's set plus track_extra_parameters) and the settings links decide by."""
         extra = self.settings.track_extra_parameters
         names = BASE_TRACKED + tuple(n for n in extra if n not in BASE_TRACKED)
         self.tracked_params = frozenset(names)
         self.tracked_canonical = _canonical(names)
+        own = self.config.pgmux
+        self.reset_always = self.settings.server_reset_query_always
+        self.server_lifetime = self.settings.server_lifetime
+        self.tracking = own.session_state == "track"
+        self.check_always = self.tracking and own.session_check == "always"
 
     def next_ident(self) -> int:
         """The `id` of a new client or server in SHOW CLIENTS/SERVERS: connect order."""

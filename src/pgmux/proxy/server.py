@@ -15,7 +15,7 @@ import logging
 import ssl
 import time
 from enum import Enum
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from pgmux.auth import ANSWER_FAILED, AuthError, ServerLogin
 from pgmux.pool.core import ServerState
@@ -32,18 +32,16 @@ if TYPE_CHECKING:
     from pgmux.proxy.pooler import Pooler
 
 log = logging.getLogger("pgmux")
-monotonic = time.monotonic
+monotonic: Final = time.monotonic
 
-_Z = m.B_READY
-_S = m.B_PARAMETER_STATUS
-_G = m.B_COPY_IN
-_E = m.B_ERROR
-_N = m.B_NOTICE
-_A = m.B_NOTIFICATION
-_D = m.B_DATA_ROW
-_ANSWER = bytearray(256)
-for _t in ANSWER_TYPES:
-    _ANSWER[_t] = 1
+_Z: Final = m.B_READY
+_S: Final = m.B_PARAMETER_STATUS
+_G: Final = m.B_COPY_IN
+_E: Final = m.B_ERROR
+_N: Final = m.B_NOTICE
+_A: Final = m.B_NOTIFICATION
+_D: Final = m.B_DATA_ROW
+_ANSWER: Final = m.byte_table(ANSWER_TYPES)
 
 
 def transient_error(sqlstate: str) -> bool:
@@ -62,9 +60,9 @@ class LoginStep(Enum):
 
 # NOTE: on Python 3.11 an Enum member lookup goes through EnumType.__getattr__ (4x a plain
 # attribute); the hot path uses these module constants.
-_ACTIVE = ServerState.ACTIVE
-_LOGIN = ServerState.LOGIN
-_CLOSED = ServerState.CLOSED
+_ACTIVE: Final = ServerState.ACTIVE
+_LOGIN: Final = ServerState.LOGIN
+_CLOSED: Final = ServerState.CLOSED
 
 
 class ServerConnection(FlowControlled):
