@@ -120,4 +120,6 @@ def test_restart_replaces_workers_one_at_a_time(
     after = {r[1] for r in rows}
     assert len(after) == 2 and not after & before, (before, rows)
     for pid in before:
-        assert f"(pid {pid}) exited with status 0" in mux.logs()
+        # NOTE: the supervisor logs a worker's exit when it reaps it, a moment after the
+        # worker's own last line.
+        wait_log(mux, f"(pid {pid}) exited with status 0")
