@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 
 from pgmux.doctor import facts as facts_mod
+from pgmux.doctor.findings import Thresholds
 from pgmux.doctor.plan import Deployment, plan
 from pgmux.doctor.report import (
     Output,
@@ -23,7 +24,7 @@ from pgmux.doctor.report import (
     render_terminations,
     terminations_json,
 )
-from pgmux.doctor.rules import Thresholds, diagnose
+from pgmux.doctor.rules import diagnose
 from pgmux.doctor.select import SessionFilter, ps_row, ps_rows, select_sessions
 from pgmux.doctor.units import parse_duration
 
