@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 
 from pgmux.doctor.facts import ServerFacts, Session
 from pgmux.doctor.findings import Diagnosis, Finding, Severity, Thresholds
+from pgmux.doctor.pins import pinned_servers, pins_advice, pooler_console
 from pgmux.doctor.plan import POOLER_SHARE, auto_pool_size
 from pgmux.doctor.poolers import Pooled, detect_pooler, pooled_by
 from pgmux.doctor.share import share_note
@@ -367,6 +368,8 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("many-connections-from-one-client", many_from_one_client),
     ("pooler-connections", pooler_connections),
     ("pooler-in-front", pooler_in_front),
+    ("pooler-console", pooler_console),
+    ("pinned-servers", pinned_servers),
 )
 
 
@@ -438,6 +441,7 @@ def advise(facts: ServerFacts, findings: Iterable[Finding]) -> list[str]:
             "transaction releases its locks. A pooler cannot reuse a connection that stays in "
             "a transaction."
         )
+    advice.extend(pins_advice(by_code["pinned-servers"]))
     if by_code["long-running-query"]:
         advice.append(
             "Bound query time with ALTER ROLE <role> SET statement_timeout = '30s' (longer for "
