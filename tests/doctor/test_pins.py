@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import psycopg
 import pytest
 
 from pgmux.doctor.console import (
     ConsoleFacts,
+    _first_line,
     admin_url,
     console_from_rows,
     console_target,
@@ -186,3 +188,20 @@ def test_console_target_through_a_pooler_keeps_credentials() -> None:
         assert part in url
     assert describe(url) == "u@h:6432/pgbouncer"
     assert "secret" not in describe(url)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('connection failed: connection to server at "127.0.0.1", port 6432 failed: FATAL:  '
+         "not allowed", "not allowed"),
+        ('connection failed: connection to server at "::1", port 6432 failed: Connection '
+         "refused\n\tIs the server running on that host?", "Connection refused"),
+        ("", "OperationalError"),
+        ('connection failed: connection to server at "10.0.0.1", port 5432 failed: FATAL:  '
+         'database "pgbouncer" does not exist', 'database "pgbouncer" does not exist'),
+        ("server closed the connection unexpectedly", "server closed the connection unexpectedly"),
+    ],
+)
+def test_console_error_keeps_the_reason(text: str, reason: str) -> None:
+    assert _first_line(psycopg.OperationalError(text)) == reason

@@ -163,8 +163,13 @@ def console_from_rows(where: str, source: Source, pools: Sequence[Row], servers:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The reason alone: libpq's `connection to server at "h", port p failed: ` prefix and
+    `FATAL:` go (the console's address is in the finding already)."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    reason = lines[0].rsplit(" failed: ", 1)[-1]
+    return reason.removeprefix("FATAL:").strip() or lines[0]
 
 
 def collect_console(url: str, source: Source, *, application_name: str,
