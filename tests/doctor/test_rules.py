@@ -405,7 +405,7 @@ def test_pool_budget_respects_the_current_roles_limit() -> None:
 
 def test_rules_table_names_are_unique_and_all_run() -> None:
     names = [name for name, _ in RULES]
-    assert len(names) == len(set(names)) == 9
+    assert len(names) == len(set(names)) == 11
 
 
 @pytest.mark.parametrize("threshold", [0.0, 30.0, 300.0])

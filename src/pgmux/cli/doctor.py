@@ -12,7 +12,10 @@ from typing import Any
 import psycopg
 
 from pgmux.doctor import facts as facts_mod
+from pgmux.doctor.console import collect_console, console_target
+from pgmux.doctor.findings import Thresholds
 from pgmux.doctor.plan import Deployment, plan
+from pgmux.doctor.poolers import detect_pooler
 from pgmux.doctor.report import (
     Output,
     info_json,
@@ -23,7 +26,7 @@ from pgmux.doctor.report import (
     render_terminations,
     terminations_json,
 )
-from pgmux.doctor.rules import Thresholds, diagnose
+from pgmux.doctor.rules import diagnose
 from pgmux.doctor.select import SessionFilter, ps_row, ps_rows, select_sessions
 from pgmux.doctor.units import parse_duration
 
@@ -68,7 +71,15 @@ application/user/client (a likely leak past --idle-threshold; big groups are lis
 their age before that), sessions idle in transaction (listed from 1s on; warning past
 --idle-in-transaction-threshold, critical past 5m), long-running queries, role and database
 CONNECTION LIMITs that bite before the server's, many connections from one client address,
-a pooler's own server connections, a pooler in front.
+a pooler's own server connections, a pooler in front; with a pooler's console (below):
+what it showed (pooler-console) and pools whose servers are mostly pinned (pinned-servers:
+more than half of the pool's servers, at least one, kept by clients' session state such as
+advisory locks, LISTEN, temp tables or WITH HOLD cursors; the pool's servers are its
+pool_size from SHOW DATABASES, or the servers open when more).
+The pooler's console (SHOW POOLS, SERVERS, CLIENTS, DATABASES) is read from --pooler
+ADMIN_URL, or, when URL seems to go through a pooler, from URL with dbname=pgbouncer and the
+same credentials (the user must be in admin_users or stats_users). A console that cannot be
+read is reported (a warning for --pooler, info otherwise); it never stops the diagnosis.
 A pooler's server connections are recognised by application_name (pgmux, pgbouncer, ...:
 set application_name=pgmux on the pooler's database entry), by application_name_add_host's
 " - ADDRESS:PORT" suffix, or by an idle session whose last query was DISCARD ALL (a pool's
@@ -220,6 +231,12 @@ def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         default=defaults.many_per_client,
         metavar="N",
         help="this many connections from one client address suggest no pool (default 10)",
+    )
+    doctor.add_argument(
+        "--pooler",
+        metavar="ADMIN_URL",
+        help="read this pgmux (or PgBouncer) console too, e.g. "
+        "postgresql://admin@host:6432/pgbouncer (default: URL's pooler, when one is in front)",
     )
 
 
@@ -417,6 +434,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             facts = facts_mod.collect_facts(args.url)
     except psycopg.Error as exc:
         return _unreachable(out, exc)
+    through = facts.endpoints is not None and detect_pooler(facts.endpoints).detected
+    target = console_target(args.url, args.pooler, through)
+    if target is not None:
+        with out.status("reading the pooler's console…"):
+            console = collect_console(*target, application_name=facts_mod.APPLICATION_NAME)
+        facts = dataclasses.replace(facts, console=console)
     diagnosis = diagnose(facts, thresholds)
     if args.json:
         out.json(diagnosis.to_json())

@@ -11,6 +11,8 @@ from typing import Any
 
 import psycopg
 
+from pgmux.doctor.console import ConsoleFacts
+
 # NOTE: the name the doctor's own connection announces; the pooler heuristic compares it with what
 # the server saw, and every command skips the backend whose pid is `ServerFacts.own_pid`.
 APPLICATION_NAME = "pgmux-doctor"
@@ -153,6 +155,8 @@ class ServerFacts:
     cluster_size: int | None = None  # bytes, all databases this role may connect to
     table_count: int | None = None  # ordinary and partitioned tables in the current database
     endpoints: Endpoints | None = None
+    # NOTE: what the pooler's console showed, when the doctor read one (`console.py`).
+    console: ConsoleFacts | None = None
 
     @property
     def others(self) -> tuple[Session, ...]:

@@ -14,9 +14,9 @@ from rich.table import Table
 from rich.text import Text
 
 from pgmux.doctor.facts import ServerFacts, Termination
+from pgmux.doctor.findings import Diagnosis, Severity, Thresholds
 from pgmux.doctor.plan import POOLER_SHARE, Plan
 from pgmux.doctor.poolers import PoolerGuess, detect_pooler
-from pgmux.doctor.rules import Diagnosis, Severity, Thresholds
 from pgmux.doctor.units import format_bytes, format_duration
 
 SEVERITY_STYLE: dict[str, str] = {

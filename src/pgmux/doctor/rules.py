@@ -3,83 +3,17 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Callable, Iterable
 
 from pgmux.doctor.facts import ServerFacts, Session
+from pgmux.doctor.findings import Diagnosis, Finding, Severity, Thresholds
+from pgmux.doctor.pins import pinned_servers, pins_advice, pooler_console
 from pgmux.doctor.plan import POOLER_SHARE, auto_pool_size
 from pgmux.doctor.poolers import Pooled, detect_pooler, pooled_by
 from pgmux.doctor.share import share_note
 from pgmux.doctor.units import format_duration
 
-Severity = Literal["info", "warning", "critical"]
-Status = Literal["ok", "warning", "critical"]
-
-SEVERITY_RANK: Mapping[Severity, int] = {"info": 0, "warning": 1, "critical": 2}
-EXIT_CODES: Mapping[Status, int] = {"ok": 0, "warning": 1, "critical": 2}
 LOCAL_SOCKET = "local socket"  # how a Unix-socket client (client_addr NULL) is named
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """What the rules call too many or too long; the doctor's flags set them."""
-
-    idle: float = 300.0  # seconds idle before a connection counts as a likely leak
-    # NOTE: a session idle in transaction holds its locks and a slot at any age: it is reported
-    # from `idle_in_transaction_floor` on (info), a warning from `idle_in_transaction`, critical
-    # from `idle_in_transaction_critical`.
-    idle_in_transaction: float = 30.0
-    idle_in_transaction_critical: float = 300.0
-    idle_in_transaction_floor: float = 1.0
-    long_query: float = 60.0  # seconds a query may run before it is reported
-    near_limit: float = 0.80  # share of a limit in use that earns a warning
-    at_limit: float = 0.95  # ... and a critical
-    idle_group_warning: int = 5  # idle sessions in one group that make it a warning, not info
-    many_per_client: int = 10  # sessions from one client address that suggest no pool there
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One thing the doctor noticed; `evidence` is plain JSON-able data."""
-
-    code: str
-    severity: Severity
-    message: str
-    evidence: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "code": self.code,
-            "severity": self.severity,
-            "message": self.message,
-            "evidence": dict(self.evidence),
-        }
-
-
-@dataclass(frozen=True)
-class Diagnosis:
-    """Findings, the advice drawn from them, and the overall status."""
-
-    findings: tuple[Finding, ...]
-    advice: tuple[str, ...]
-
-    @property
-    def status(self) -> Status:
-        worst = max((SEVERITY_RANK[f.severity] for f in self.findings), default=0)
-        statuses: tuple[Status, ...] = ("ok", "warning", "critical")
-        return statuses[worst]
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_CODES[self.status]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "findings": [f.to_json() for f in self.findings],
-            "advice": list(self.advice),
-            "status": self.status,
-        }
 
 
 def _ladder(share: float, t: Thresholds) -> Severity:
@@ -434,6 +368,8 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("many-connections-from-one-client", many_from_one_client),
     ("pooler-connections", pooler_connections),
     ("pooler-in-front", pooler_in_front),
+    ("pooler-console", pooler_console),
+    ("pinned-servers", pinned_servers),
 )
 
 
@@ -505,6 +441,7 @@ def advise(facts: ServerFacts, findings: Iterable[Finding]) -> list[str]:
             "transaction releases its locks. A pooler cannot reuse a connection that stays in "
             "a transaction."
         )
+    advice.extend(pins_advice(by_code["pinned-servers"]))
     if by_code["long-running-query"]:
         advice.append(
             "Bound query time with ALTER ROLE <role> SET statement_timeout = '30s' (longer for "
