@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import asyncpg
 import pg8000.native
@@ -62,3 +63,7 @@ def test_runs_on_uvloop_by_default(pgmux: Pgmux) -> None:
     with psycopg.connect(pgmux.dsn(), autocommit=True) as conn:
         assert conn.execute("select 1").fetchone() == (1,)
     assert "process up: pgmux, event loop uvloop," in pgmux.logs()
+    # NOTE: the build the suite runs on (PGMUX_PURE=1 in the environment: pure Python).
+    pure = os.environ.get("PGMUX_PURE", "") not in ("", "0")
+    want = "pure Python" if pure else "compiled (mypyc)"
+    assert f"event loop uvloop, build {want}, listening on" in pgmux.logs()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import sys
 import time
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -123,7 +124,7 @@ class ClientConnection(FlowControlled):
         # whole messages (with their offsets) waiting for a server
         self.pending: list[tuple[bytes, list[tuple[int, int, int]]]] = []
         self.pending_bytes = 0
-        self.early: list[bytes] = []        # bytes that arrived before the welcome was sent
+        self.early: list[bytes] | None = None  # bytes that arrived before the welcome was sent
         self.pending_needs_server = False
         self.watch_session = False          # transaction/statement mode: look for SET & co
         self.pool_mode = "session"
@@ -137,7 +138,8 @@ class ClientConnection(FlowControlled):
         self.scram_keys: Any = None
         self.auth_secret: str | None = None  # looked up with auth_query
         self.stmts: ClientStatements | None = None  # named prepared statements (transaction mode)
-        self.sql_prepared: set[str] = set()  # names made with SQL PREPARE (transaction mode)
+        # NOTE: None until the first SQL PREPARE: an idle client's memory is the pooler's size.
+        self.sql_prepared: set[str] | None = None  # names made with SQL PREPARE (transaction mode)
         # NOTE: session state (protocol/state.py): what the client's session holds, and what
         # its startup packet set (RESET returns there); written by login and link.
         self.session = EMPTY
@@ -160,7 +162,8 @@ class ClientConnection(FlowControlled):
             self.addr, self.port = str(peer[0]), int(peer[1])
         sock = transport.get_extra_info("sockname")
         if isinstance(sock, tuple) and len(sock) >= 2:
-            self.local_addr, self.local_port = str(sock[0]), int(sock[1])
+            # NOTE: interned: every client of a listener shares one string (a few listeners).
+            self.local_addr, self.local_port = sys.intern(str(sock[0])), int(sock[1])
         self.pooler.client_connected(self)
 
     def data_received(self, data: bytes) -> None:
@@ -292,12 +295,17 @@ class ClientConnection(FlowControlled):
             words = chunk[start:end].decode("utf-8", "replace").replace("(", " ").split()
             if len(words) >= 2:
                 name = words[1].strip('"') if words[1].startswith('"') else words[1].lower()
+                names = self.sql_prepared
                 if words[0].lower() == "prepare":
-                    self.sql_prepared.add(name)
+                    if names is None:
+                        names = self.sql_prepared = set()
+                    names.add(name)
+                elif names is None:
+                    return
                 elif name == "all":
-                    self.sql_prepared.clear()
+                    names.clear()
                 else:
-                    self.sql_prepared.discard(name)
+                    names.discard(name)
 
     def explain_error(self, msg: bytes) -> bytes | None:
         """A `prepared statement "x" does not exist` for a name this client made with SQL
@@ -305,7 +313,7 @@ class ClientConnection(FlowControlled):
         if b"C26000\x00" not in msg:
             return None
         err = m.parse_error(msg[5:])
-        for name in self.sql_prepared:
+        for name in self.sql_prepared or ():
             if err.message == f'prepared statement "{name}" does not exist':
                 text = (f'{err.message}: it was made with SQL PREPARE in an earlier '
                         "transaction, and in transaction pooling mode a server's session "
@@ -435,6 +443,8 @@ class ClientConnection(FlowControlled):
             except m.ProtocolError as exc:
                 self.fatal(str(exc))
                 return
+            if self.phase is not Phase.TLS:
+                self._startup_buf = None  # NOTE: the login is past its startup packet
             if buf and self.phase is not _CLOSED:
                 rest = bytes(buf)
                 buf.clear()
@@ -456,6 +466,8 @@ class ClientConnection(FlowControlled):
                     return
                 self.pooler.login.auth_message(self, t, chunk[start + 5:end])
         elif self.phase is Phase.WELCOME:
+            if self.early is None:
+                self.early = []
             self.early.append(data)
             self.pending_bytes += len(data)
             if self.pending_bytes > PENDING_LIMIT:
@@ -481,11 +493,11 @@ class ClientConnection(FlowControlled):
         assert self.transport is not None
         self.transport.write(b"".join((b"" if self.auth_ok_sent else _AUTH_OK, parameters,
                                        m.backend_key_data(*key), _READY_IDLE)))
-        early, self.early = self.early, []
+        early, self.early = self.early, None
         self.pending_bytes = 0
         if self.reading_paused and self.server is None:
             self.resume_reading()
-        for data in early:
+        for data in early or ():
             self.data_received(data)
 
     # ---- closing ------------------------------------------------------------------------

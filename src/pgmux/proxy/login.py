@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import struct
+import sys
 from typing import TYPE_CHECKING
 
 from pgmux.auth import AuthError, ClientAuthenticator
@@ -68,6 +69,9 @@ def startup_options(options: str) -> list[tuple[str, str]] | None:
             return None
         out.append((name, value))
 
+
+# NOTE: the startup parameters of most clients: one shared dict (never changed in place).
+_NO_STARTUP: dict[str, str] = {}
 
 class Login:
     """Logs clients in for one pooler."""
@@ -162,7 +166,10 @@ class Login:
             client.fatal("no username supplied")
             return
         dbname = params.get("database") or user
-        client.user, client.dbname, client.startup = user, dbname, startup
+        # NOTE: interned, so thousands of clients of one pool share two strings (mortal
+        # interning: a name no client uses any more is freed).
+        client.user, client.dbname = sys.intern(user), sys.intern(dbname)
+        client.startup = startup or _NO_STARTUP
         # NOTE: checked here, after the startup packet, as PgBouncer does (not at accept):
         # an ErrorResponse sent at accept lands in the client's SSLRequest exchange, and
         # libpq then reports only "server sent an error response during SSL exchange".
@@ -280,6 +287,7 @@ class Login:
             # NOTE: step.send ended with AuthenticationOk; the welcome must not repeat it.
             client.auth_ok_sent = True
             client.scram_keys = auth.scram_keys
+            client.auth = None  # NOTE: the exchange's state is not needed after the login
             self.client_authenticated(client, admin)
 
     def client_authenticated(self, client: ClientConnection, admin: bool) -> None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from pgmux import build_kind
 from pgmux.config import Config, DatabaseConfig
 from pgmux.pool.core import PoolLimits
 from pgmux.pool.pool import Pool
@@ -171,8 +172,8 @@ class Pooler:
             log.info("listening on %s", place)
         # NOTE: like PgBouncer's "process up: PgBouncer 1.25.0, libevent ... (epoll)".
         event_loop = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
-        log.info("process up: pgmux, event loop %s, listening on %s", event_loop,
-                 ", ".join(where) or "nothing")
+        log.info("process up: pgmux, event loop %s, build %s, listening on %s", event_loop,
+                 build_kind(), ", ".join(where) or "nothing")
 
     async def close(self) -> None:
         """Stop listening, disconnect everyone, stop the janitor."""
