@@ -62,9 +62,12 @@ class Env:
         ini.write_text("\n".join([
             "[databases]", f"* = host=127.0.0.1 port={self.pg.port}", "[pgbouncer]",
             "listen_addr = 127.0.0.1", f"listen_port = {self.port}",
-            f"unix_socket_dir = {sock}", "auth_type = trust", "pool_mode = transaction",
+            f"unix_socket_dir = {sock}", "auth_type = trust",
+            f"auth_file = {self.base / 'users.txt'}", "pool_mode = transaction",
             f"default_pool_size = {POOL}", "max_client_conn = 20000", "admin_users = postgres",
             "log_connections = 0", "log_disconnections = 0"]) + "\n")
+        # NOTE: trust still wants the user listed in auth_file, as in PgBouncer.
+        (self.base / "users.txt").write_text('"postgres" ""\n')
         unprivileged.give_away(self.base)
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
