@@ -337,6 +337,8 @@ class Control:
             log.error("%s", exc)
             log.error("RELOAD failed, keeping the old configuration")
             return False
+        for warning in new.warnings:
+            log.warning("%s", warning)
         self.apply_config(new)
         return True
 
@@ -356,6 +358,7 @@ class Control:
         p.config = new
         p.settings = settings
         p.apply_settings()
+        p.listener.tune()
         p.login.auth.load_files()
         try:
             p.client_tls = tls.client_context(settings)

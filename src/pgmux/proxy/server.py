@@ -24,6 +24,7 @@ from pgmux.protocol.framing import BackendScanner, Framer
 from pgmux.protocol.prepared import ANSWER_TYPES, ServerStatements
 from pgmux.protocol.session import LinkState
 from pgmux.protocol.state import EMPTY
+from pgmux.proxy import sockopts
 from pgmux.proxy.flow import FlowControlled
 
 if TYPE_CHECKING:
@@ -134,6 +135,9 @@ class ServerConnection(FlowControlled):
         sock = transport.get_extra_info("sockname")
         if isinstance(sock, tuple):
             self.local_port = int(sock[1])
+        if self.local_port:
+            sockopts.apply(transport.get_extra_info("socket"),
+                           sockopts.tcp_options(self.pooler.settings))
         if self.pooler.server_tls is not None and self.local_port:
             self.login_step = LoginStep.TLS
             self.transport.write(m.ssl_request())
