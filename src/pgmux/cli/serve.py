@@ -183,8 +183,10 @@ def run_serve(args: argparse.Namespace) -> int:
                   verbose=max(args.verbose, config.settings.verbose), quiet=args.quiet)
     for warning in config.warnings:
         log.warning("%s", warning)
-    if args.user:
-        error = drop_privileges(args.user)
+    # NOTE: -u wins over the file's `user` setting, as in PgBouncer.
+    run_as, what = (args.user, "-u") if args.user else (config.settings.user, "user")
+    if run_as:
+        error = drop_privileges(run_as, what)
         if error:
             print(f"pgmux: {error}", file=sys.stderr)
             if embedded is not None:
@@ -242,20 +244,21 @@ PRELOAD = ("pgmux.app", "pgmux.admin", "pgmux.stats.prometheus", "pgmux.stats.pe
            "encodings.utf_8", "encodings.latin_1", "logging.handlers", "pgmux.runtime")
 
 
-def drop_privileges(user: str) -> str | None:
-    """`-u USER`: become USER (its uid, gid and supplementary groups), as PgBouncer does; an
-    error text when that is impossible. Without root, only our own user is accepted."""
+def drop_privileges(user: str, what: str = "-u") -> str | None:
+    """`-u USER` (or the `user` setting, named by ``what``): become USER (its uid, gid and
+    supplementary groups), as PgBouncer does; an error text when that is impossible. Without
+    root, only our own user is accepted."""
     import importlib
     import pwd
 
     try:
         pw = pwd.getpwnam(user)
     except KeyError:
-        return f"-u: no such user: {user}"
+        return f"{what}: no such user: {user}"
     if os.geteuid() != 0:
         if pw.pw_uid == os.geteuid():
             return None
-        return f"-u {user}: only root can switch users"
+        return f"{what} {user}: only root can switch users"
     for name in PRELOAD:
         importlib.import_module(name)
     from pgmux import runtime
@@ -266,7 +269,7 @@ def drop_privileges(user: str) -> str | None:
         os.setgid(pw.pw_gid)
         os.setuid(pw.pw_uid)
     except OSError as exc:
-        return f"-u {user}: cannot switch user: {exc}"
+        return f"{what} {user}: cannot switch user: {exc}"
     os.environ["HOME"] = pw.pw_dir
     os.environ["USER"] = os.environ["LOGNAME"] = pw.pw_name
     return None
