@@ -279,3 +279,17 @@ def test_ready_for_query_split_across_reads_releases_once() -> None:
         h.reply(server, reply[i:i + 1])
     assert client.server is None and server.server_state is ServerState.IDLE
     assert out(client).take()[-1] == ("Z", b"I")
+
+
+def test_a_message_over_max_packet_size_closes_the_client() -> None:
+    h = Harness(max_packet_size=1000)
+    server = h.server()
+    client = h.client()
+    h.send(client, m.query("SELECT " + "1" * 900))  # NOTE: under the limit: passed on
+    assert bytes(out(server).data).startswith(b"Q")
+    h.reply(server, answer())
+    assert not out(client).closed
+    out(client).take()
+    h.send(client, m.query("SELECT " + "1" * 1000))
+    assert out(client).closed
+    assert [t for t, _ in out(client).take()] == ["E"]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from pgmux.pool.core import ClientState
 from pgmux.protocol import messages as m
-from pgmux.protocol.framing import FRONTEND_TYPES, Framer
+from pgmux.protocol.framing import FRONTEND_TYPES, MAX_MESSAGE, Framer
 from pgmux.protocol.prepared import ClientStatements, rewrite
 from pgmux.protocol.sql import changes_session, changes_session_cached
 from pgmux.protocol.state import EMPTY
@@ -105,7 +105,8 @@ class ClientConnection(FlowControlled):
         self.client_state = ClientState.OUT
         self.wait_start = 0.0
         self.transport: asyncio.Transport | None = None
-        self.framer = Framer(types=FRONTEND_TYPES)
+        # NOTE: max_packet_size bounds every message a client sends (PostgreSQL's 1 GB above).
+        self.framer = Framer(min(pooler.settings.max_packet_size, MAX_MESSAGE), FRONTEND_TYPES)
         self._startup_buf: bytearray | None = bytearray()
         self.pool: Pool | None = None
         self.server: ServerConnection | None = None
@@ -461,7 +462,7 @@ class ClientConnection(FlowControlled):
                 if self.phase is not Phase.AUTH:
                     # NOTE: a client may pipeline its first query behind the password.
                     rest = chunk[start:]
-                    self.framer = Framer(types=FRONTEND_TYPES)
+                    self.framer = Framer(self.framer.max_message, FRONTEND_TYPES)
                     self.data_received(rest)
                     return
                 self.pooler.login.auth_message(self, t, chunk[start + 5:end])
