@@ -13,7 +13,7 @@ from typing import Any
 
 from pgmux.config import Config, ConfigError, config_from_url, load_config
 from pgmux.embedded.install import EmbeddedPostgresError
-from pgmux.log import setup_logging
+from pgmux.log import setup_logging, syslog_for
 
 log = logging.getLogger("pgmux")
 
@@ -180,7 +180,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from pgmux.app import serve
 
     setup_logging(config.settings.logfile or None,
-                  verbose=max(args.verbose, config.settings.verbose), quiet=args.quiet)
+                  verbose=max(args.verbose, config.settings.verbose), quiet=args.quiet,
+                  syslog=syslog_for(config.settings))
     for warning in config.warnings:
         log.warning("%s", warning)
     # NOTE: -u wins over the file's `user` setting, as in PgBouncer.

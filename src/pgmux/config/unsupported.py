@@ -25,12 +25,6 @@ UNSUPPORTED_SETTINGS: Mapping[str, str] = MappingProxyType({
     "auth_ldap_options":
         "LDAP authentication is not supported; use scram-sha-256 or md5 with auth_file or "
         "auth_query",
-    "syslog":
-        "pgmux logs to stderr and logfile; under systemd stderr goes to the journal",
-    "syslog_ident":
-        "syslog is not supported; pgmux logs to stderr and logfile",
-    "syslog_facility":
-        "syslog is not supported; pgmux logs to stderr and logfile",
     "dns_max_ttl":
         "host names are resolved by the system resolver for every new server connection, "
         "without a cache of pgmux's own",

@@ -1,0 +1,46 @@
+"""The syslog setting: pgmux's log lines also go to syslog, with syslog_ident and facility."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import socket
+
+import pytest
+
+from pgmux.config.settings import Settings
+from pgmux.log import syslog_for, syslog_handler
+
+
+def test_a_line_reaches_syslog_with_ident_and_facility() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(5)
+        handler = syslog_handler("mybouncer", "local3", receiver.getsockname())
+        assert handler is not None
+        logger = logging.getLogger("pgmux.test_syslog")
+        logger.propagate = False
+        logger.addHandler(handler)
+        try:
+            logger.warning("closing because: %s", "test")
+        finally:
+            logger.removeHandler(handler)
+            handler.close()
+        data = receiver.recv(4096).decode()
+    priority = logging.handlers.SysLogHandler.LOG_LOCAL3 * 8 + \
+        logging.handlers.SysLogHandler.LOG_WARNING
+    assert data.rstrip("\x00") == (
+        f"<{priority}>mybouncer[{os.getpid()}]: WARNING closing because: test")
+
+
+def test_syslog_off_by_default_and_unknown_facility_falls_back(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert syslog_for(Settings()) is None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        handler = syslog_handler("pgbouncer", "nonsense", receiver.getsockname())
+        assert isinstance(handler, logging.handlers.SysLogHandler)
+        assert handler.facility == logging.handlers.SysLogHandler.LOG_DAEMON
+        handler.close()
+    assert "syslog_facility 'nonsense' is unknown" in capsys.readouterr().err
