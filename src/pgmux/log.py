@@ -83,6 +83,21 @@ def setup_logging(logfile: str | None = None, verbose: int = 0, quiet: bool = Fa
     root.propagate = False
 
 
+def reopen_logfile() -> None:
+    """Close the log file; the next line opens it again by name (RELOAD / SIGHUP after a log
+    rotation, as PgBouncer)."""
+    for handler in logging.getLogger("pgmux").handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.acquire()
+            try:
+                if handler.stream is not None:
+                    handler.stream.close()
+                    # NOTE: FileHandler.emit opens the file again when its stream is None.
+                    handler.stream = None
+            finally:
+                handler.release()
+
+
 def sock_prefix(kind: str, obj: object, db: str | None, user: str | None,
                 addr: str | None, port: int | None) -> str:
     """PgBouncer's socket prefix, e.g. `C-0x7f..: db/user@127.0.0.1:5432`."""

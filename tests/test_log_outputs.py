@@ -1,4 +1,4 @@
-"""The syslog setting: pgmux's log lines also go to syslog, with syslog_ident and facility."""
+"""Where log lines go: syslog (with its ident and facility), a logfile reopened on RELOAD."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import logging
 import logging.handlers
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
 from pgmux.config.settings import Settings
-from pgmux.log import syslog_for, syslog_handler
+from pgmux.log import reopen_logfile, syslog_for, syslog_handler
 
 
 def test_a_line_reaches_syslog_with_ident_and_facility() -> None:
@@ -44,3 +45,20 @@ def test_syslog_off_by_default_and_unknown_facility_falls_back(
         assert handler.facility == logging.handlers.SysLogHandler.LOG_DAEMON
         handler.close()
     assert "syslog_facility 'nonsense' is unknown" in capsys.readouterr().err
+
+
+def test_reopen_logfile_follows_a_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "pgmux.log"
+    logger = logging.getLogger("pgmux")
+    handler = logging.FileHandler(path)
+    logger.addHandler(handler)
+    try:
+        logger.warning("before rotation")
+        path.rename(tmp_path / "pgmux.log.1")
+        reopen_logfile()
+        logger.warning("after rotation")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert "before rotation" in (tmp_path / "pgmux.log.1").read_text()
+    assert path.read_text() == "after rotation\n"
