@@ -78,6 +78,11 @@ def build_config(entries: Iterable[IniEntry], path: str | None = None) -> Config
                             f"in unknown section [{section}]")
 
     settings = _dataclass_from(Settings, settings_raw, warnings, strict=False)
+    if settings.unix_socket_dir.startswith("@"):
+        entry = settings_raw["unix_socket_dir"]
+        raise ConfigError("Unix sockets in the abstract namespace are not supported by pgmux; "
+                          "give a directory", file=entry.file, line=entry.line,
+                          key=entry.key)
     warnings.extend(_ignored_settings(settings, settings_raw))
     if not settings.conffile and path is not None:
         settings = dataclasses.replace(settings, conffile=path)

@@ -11,13 +11,6 @@ log = logging.getLogger("pgmux")
 
 SockOpt = tuple[int, int, int]  # level, option, value
 
-# NOTE: names missing on some platforms (macOS has no TCP_KEEPIDLE): such a knob is skipped.
-_KEEPALIVE_KNOBS = (
-    ("tcp_keepidle", "TCP_KEEPIDLE"),
-    ("tcp_keepintvl", "TCP_KEEPINTVL"),
-    ("tcp_keepcnt", "TCP_KEEPCNT"),
-)
-
 _failed: set[tuple[int, int]] = set()  # options already reported as refused by the kernel
 
 
@@ -27,10 +20,12 @@ def tcp_options(settings: Any) -> tuple[SockOpt, ...]:
     out: list[SockOpt] = [
         (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1 if settings.tcp_keepalive else 0)]
     if settings.tcp_keepalive:
-        for name, option in _KEEPALIVE_KNOBS:
-            value = int(getattr(settings, name))
+        # NOTE: names missing on some platforms (macOS has no TCP_KEEPIDLE) are skipped.
+        for value, option in ((settings.tcp_keepidle, "TCP_KEEPIDLE"),
+                              (settings.tcp_keepintvl, "TCP_KEEPINTVL"),
+                              (settings.tcp_keepcnt, "TCP_KEEPCNT")):
             if value > 0 and hasattr(socket, option):
-                out.append((socket.IPPROTO_TCP, int(getattr(socket, option)), value))
+                out.append((socket.IPPROTO_TCP, int(getattr(socket, option)), int(value)))
     timeout = int(settings.tcp_user_timeout)
     if timeout > 0 and hasattr(socket, "TCP_USER_TIMEOUT"):
         out.append((socket.IPPROTO_TCP, int(socket.TCP_USER_TIMEOUT), timeout))
