@@ -166,7 +166,9 @@ def test_pause_state_lives_in_control_and_each_core_follows_it() -> None:
     assert not p.control.paused and not pool.core.paused
 
 
-def test_reload_logs_the_new_files_warnings(caplog: pytest.LogCaptureFixture) -> None:
+def test_reload_logs_the_new_files_warnings(caplog: pytest.LogCaptureFixture,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logging.getLogger("pgmux"), "propagate", True)  # NOTE: for caplog
     p = Pooler(config(10))
     new = dataclasses.replace(config(10), warnings=(
         'p.ini:3: setting "dns_max_ttl" is not supported by pgmux and is ignored: why',))
