@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
 
@@ -77,3 +78,31 @@ def test_only_tcp_sockets_are_tuned() -> None:
     sockopts.apply(tcp6, options)
     assert unix.calls == []
     assert tcp6.calls == list(options)
+
+
+@linux_only
+def test_the_listener_tunes_its_sockets_at_start_and_on_reload() -> None:
+    from pgmux.config import Config
+    from pgmux.embedded import free_port
+    from pgmux.proxy.client import ClientConnection
+    from pgmux.proxy.pooler import Pooler
+
+    settings = Settings(listen_addr="127.0.0.1", listen_port=free_port(), unix_socket_dir="",
+                        tcp_keepidle=41)
+    pooler = Pooler(Config(settings=settings))
+
+    def idle() -> list[int]:
+        return [sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+                for server in pooler.listener.servers for sock in server.sockets]
+
+    async def run() -> tuple[list[int], list[int]]:
+        await pooler.listener.start(lambda: ClientConnection(pooler))
+        try:
+            at_start = idle()
+            pooler.settings = Settings(listen_addr="127.0.0.1", tcp_keepidle=42)
+            pooler.listener.tune()
+            return at_start, idle()
+        finally:
+            pooler.listener.stop()
+
+    assert asyncio.run(run()) == ([41], [42])
