@@ -14,8 +14,6 @@ UNSUPPORTED_SETTINGS: Mapping[str, str] = MappingProxyType({
     "server_round_robin":
         "idle server connections are reused last-in first-out; for several hosts use a host "
         "list with load_balance_hosts",
-    "disable_pqexec":
-        "the simple query protocol is always allowed",
     "application_name_add_host":
         "the client address is not added to application_name; SHOW CLIENTS and the log "
         "lines name it",
