@@ -174,6 +174,13 @@ def run_serve(args: argparse.Namespace) -> int:
         if embedded is not None:
             embedded.cleanup()
         return 1
+    if not args.user and config.settings.user:
+        # NOTE: the file's `user` setting acts as -u (which wins when both are given).
+        problem = setting_user_problem(config.settings.user)
+        if problem:
+            print(f"pgmux: {problem}", file=sys.stderr)
+            return 1
+        args.user = config.settings.user
     # NOTE: the pooler itself (and psycopg, uvloop, ssl) is imported only now: a bad file is
     # refused before paying for it.
     from pgmux import runtime
@@ -184,10 +191,8 @@ def run_serve(args: argparse.Namespace) -> int:
                   syslog=syslog_for(config.settings))
     for warning in config.warnings:
         log.warning("%s", warning)
-    # NOTE: -u wins over the file's `user` setting, as in PgBouncer.
-    run_as, what = (args.user, "-u") if args.user else (config.settings.user, "user")
-    if run_as:
-        error = drop_privileges(run_as, what)
+    if args.user:
+        error = drop_privileges(args.user)
         if error:
             print(f"pgmux: {error}", file=sys.stderr)
             if embedded is not None:
@@ -245,21 +250,33 @@ PRELOAD = ("pgmux.app", "pgmux.admin", "pgmux.stats.prometheus", "pgmux.stats.pe
            "encodings.utf_8", "encodings.latin_1", "logging.handlers", "pgmux.runtime")
 
 
-def drop_privileges(user: str, what: str = "-u") -> str | None:
-    """`-u USER` (or the `user` setting, named by ``what``): become USER (its uid, gid and
-    supplementary groups), as PgBouncer does; an error text when that is impossible. Without
-    root, only our own user is accepted."""
+def setting_user_problem(user: str) -> str | None:
+    """Why the `user` setting cannot be honoured, in its own name (-u's checks say "-u")."""
+    import pwd
+
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return f"user: no such user: {user}"
+    if os.geteuid() != 0 and pw.pw_uid != os.geteuid():
+        return f"user {user}: only root can switch users"
+    return None
+
+
+def drop_privileges(user: str) -> str | None:
+    """`-u USER`: become USER (its uid, gid and supplementary groups), as PgBouncer does; an
+    error text when that is impossible. Without root, only our own user is accepted."""
     import importlib
     import pwd
 
     try:
         pw = pwd.getpwnam(user)
     except KeyError:
-        return f"{what}: no such user: {user}"
+        return f"-u: no such user: {user}"
     if os.geteuid() != 0:
         if pw.pw_uid == os.geteuid():
             return None
-        return f"{what} {user}: only root can switch users"
+        return f"-u {user}: only root can switch users"
     for name in PRELOAD:
         importlib.import_module(name)
     from pgmux import runtime
@@ -270,7 +287,7 @@ def drop_privileges(user: str, what: str = "-u") -> str | None:
         os.setgid(pw.pw_gid)
         os.setuid(pw.pw_uid)
     except OSError as exc:
-        return f"{what} {user}: cannot switch user: {exc}"
+        return f"-u {user}: cannot switch user: {exc}"
     os.environ["HOME"] = pw.pw_dir
     os.environ["USER"] = os.environ["LOGNAME"] = pw.pw_name
     return None
