@@ -24,8 +24,8 @@ from pgmux.protocol.framing import BackendScanner, Framer
 from pgmux.protocol.prepared import ANSWER_TYPES, ServerStatements
 from pgmux.protocol.session import LinkState
 from pgmux.protocol.state import EMPTY
-from pgmux.proxy import sockopts
 from pgmux.proxy.flow import FlowControlled
+from pgmux.proxy.sockopts import tune_server
 
 if TYPE_CHECKING:
     from pgmux.pool.pool import Pool
@@ -136,8 +136,7 @@ class ServerConnection(FlowControlled):
         if isinstance(sock, tuple):
             self.local_port = int(sock[1])
         if self.local_port:
-            sockopts.apply(transport.get_extra_info("socket"),
-                           sockopts.tcp_options(self.pooler.settings))
+            tune_server(transport, self.pooler.settings)
         if self.pooler.server_tls is not None and self.local_port:
             self.login_step = LoginStep.TLS
             self.transport.write(m.ssl_request())

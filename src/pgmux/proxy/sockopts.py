@@ -48,3 +48,8 @@ def apply(sock: Any, options: tuple[SockOpt, ...]) -> None:
             if (level, option) not in _failed:
                 _failed.add((level, option))
                 log.warning("setsockopt(%d, %d, %d) failed: %s", level, option, value, exc)
+
+
+def tune_server(transport: Any, settings: Any) -> None:
+    """The tcp_* settings on a new server connection's socket (a TCP one)."""
+    apply(transport.get_extra_info("socket"), tcp_options(settings))
