@@ -62,3 +62,35 @@ def test_reopen_logfile_follows_a_rotation(tmp_path: Path) -> None:
         handler.close()
     assert "before rotation" in (tmp_path / "pgmux.log.1").read_text()
     assert path.read_text() == "after rotation\n"
+
+
+def test_use_syslog_adds_one_handler_and_removes_it_when_turned_off(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import pgmux.log
+
+    made: list[logging.Handler] = []
+
+    def fake(ident: str, facility: str) -> logging.Handler:
+        handler = logging.handlers.SysLogHandler(address=("127.0.0.1", 9))
+        made.append(handler)
+        assert (ident, facility) == ("mux", "local1")
+        return handler
+
+    monkeypatch.setattr(pgmux.log, "syslog_handler", fake)
+    logger = logging.getLogger("pgmux")
+    on = Settings(syslog=True, syslog_ident="mux", syslog_facility="local1")
+
+    def syslogs() -> list[logging.Handler]:
+        return [h for h in logger.handlers if isinstance(h, logging.handlers.SysLogHandler)]
+
+    try:
+        pgmux.log.use_syslog(on)
+        pgmux.log.use_syslog(on)  # NOTE: a second serve in one process replaces, not adds
+        assert syslogs() == made[1:]
+        pgmux.log.use_syslog(Settings())
+        assert syslogs() == []
+    finally:
+        for h in syslogs():
+            logger.removeHandler(h)
+        for h in made:
+            h.close()

@@ -61,9 +61,21 @@ def syslog_for(settings: Any) -> logging.Handler | None:
     return syslog_handler(settings.syslog_ident, settings.syslog_facility)
 
 
-def setup_logging(logfile: str | None = None, verbose: int = 0, quiet: bool = False,
-                  syslog: logging.Handler | None = None) -> None:
-    """Log to stderr (unless quiet), to logfile (if set) and to syslog (a syslog_handler)."""
+def use_syslog(settings: Any) -> None:
+    """Send pgmux's log lines to syslog too when the settings say so (syslog = 1); once per
+    process, by the pooler that serves (after -u and -d)."""
+    root = logging.getLogger("pgmux")
+    for h in list(root.handlers):
+        if isinstance(h, logging.handlers.SysLogHandler):
+            root.removeHandler(h)
+            h.close()
+    handler = syslog_for(settings)
+    if handler is not None:
+        root.addHandler(handler)
+
+
+def setup_logging(logfile: str | None = None, verbose: int = 0, quiet: bool = False) -> None:
+    """Log to stderr (unless quiet) and to logfile (if set); syslog: use_syslog."""
     root = logging.getLogger("pgmux")
     for h in list(root.handlers):
         root.removeHandler(h)
@@ -77,8 +89,6 @@ def setup_logging(logfile: str | None = None, verbose: int = 0, quiet: bool = Fa
         fh = logging.FileHandler(logfile)
         fh.setFormatter(fmt)
         root.addHandler(fh)
-    if syslog is not None:
-        root.addHandler(syslog)
     root.setLevel(logging.DEBUG if verbose > 0 else logging.INFO)
     root.propagate = False
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pgmux.config import Config, ConfigError, config_from_url, load_config
 from pgmux.embedded.install import EmbeddedPostgresError
-from pgmux.log import setup_logging, syslog_for
+from pgmux.log import setup_logging
 
 log = logging.getLogger("pgmux")
 
@@ -58,7 +58,14 @@ DEFAULT_POOL_SIZE = 20  # PgBouncer's default_pool_size
 
 def build_config(args: argparse.Namespace, url: str | None) -> Config:
     if args.config:
-        return load_config(args.config)
+        config = load_config(args.config)
+        if not args.user and config.settings.user:
+            # NOTE: the file's `user` setting acts as -u (which wins when both are given).
+            problem = setting_user_problem(config.settings.user)
+            if problem:
+                raise ConfigError(problem)
+            args.user = config.settings.user
+        return config
     assert url is not None
     return config_from_url(url, listen_addr=args.listen_addr, listen_port=args.port,
                            pool_mode=args.pool_mode,
@@ -174,21 +181,13 @@ def run_serve(args: argparse.Namespace) -> int:
         if embedded is not None:
             embedded.cleanup()
         return 1
-    if not args.user and config.settings.user:
-        # NOTE: the file's `user` setting acts as -u (which wins when both are given).
-        problem = setting_user_problem(config.settings.user)
-        if problem:
-            print(f"pgmux: {problem}", file=sys.stderr)
-            return 1
-        args.user = config.settings.user
     # NOTE: the pooler itself (and psycopg, uvloop, ssl) is imported only now: a bad file is
     # refused before paying for it.
     from pgmux import runtime
     from pgmux.app import serve
 
     setup_logging(config.settings.logfile or None,
-                  verbose=max(args.verbose, config.settings.verbose), quiet=args.quiet,
-                  syslog=syslog_for(config.settings))
+                  verbose=max(args.verbose, config.settings.verbose), quiet=args.quiet)
     for warning in config.warnings:
         log.warning("%s", warning)
     if args.user:
