@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pgmux.config import Config
+from pgmux.log import use_syslog
 from pgmux.proxy.pooler import Pooler
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ async def serve(config: Config, *, ready: Callable[[Pooler], None] | None = None
     pidfile in use raises StartError (an OSError) with everything undone. A worker (see
     pgmux/workers) runs on the sockets its supervisor bound."""
     _load_extensions()
+    use_syslog(config.settings)
     pooler = Pooler(config)
     pooler.worker = worker
     cleanups: list[Any] = []

@@ -79,6 +79,16 @@ def test_unknown_user_is_one_clear_line_and_exit_1() -> None:
     assert done.stderr.strip() == "pgmux: -u: no such user: no-such-user-here"
 
 
+def test_user_setting_is_used_like_u(pg: EmbeddedPostgres, tmp_path: Path) -> None:
+    ini = tmp_path / "pgbouncer.ini"
+    ini.write_text(f"[databases]\npostgres = host=127.0.0.1 port={pg.port}\n[pgbouncer]\n"
+                   f"listen_addr = 127.0.0.1\nlisten_port = {free_port()}\nauth_type = trust\n"
+                   f"unix_socket_dir = {tmp_path}\nuser = no-such-user-here\n")
+    done = subprocess.run([*SERVE, str(ini)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "pgmux: user: no such user: no-such-user-here" in done.stderr
+
+
 def _status(pid: int) -> dict[str, list[int]]:
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

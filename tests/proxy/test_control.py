@@ -4,6 +4,7 @@ SET, DISABLE refusals, shutdown modes, socket ids, the pause flag of each pool c
 from __future__ import annotations
 
 import dataclasses
+import logging
 from types import MappingProxyType
 from typing import Any
 
@@ -163,3 +164,16 @@ def test_pause_state_lives_in_control_and_each_core_follows_it() -> None:
     assert p.control.paused and pool.core.paused
     p.control.resume()
     assert not p.control.paused and not pool.core.paused
+
+
+def test_reload_logs_the_new_files_warnings(caplog: pytest.LogCaptureFixture,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logging.getLogger("pgmux"), "propagate", True)  # NOTE: for caplog
+    p = Pooler(config(10))
+    new = dataclasses.replace(config(10), warnings=(
+        'p.ini:3: setting "dns_max_ttl" is not supported by pgmux and is ignored: why',))
+    p.control.reload_fn = lambda: new
+    with caplog.at_level(logging.WARNING, logger="pgmux"):
+        assert p.control.reload()
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        'p.ini:3: setting "dns_max_ttl" is not supported by pgmux and is ignored: why']

@@ -279,3 +279,33 @@ def test_ready_for_query_split_across_reads_releases_once() -> None:
         h.reply(server, reply[i:i + 1])
     assert client.server is None and server.server_state is ServerState.IDLE
     assert out(client).take()[-1] == ("Z", b"I")
+
+
+def test_a_message_over_max_packet_size_closes_the_client() -> None:
+    h = Harness(max_packet_size=1000)
+    server = h.server()
+    client = h.client()
+    h.send(client, m.query("SELECT " + "1" * 900))  # NOTE: under the limit: passed on
+    assert bytes(out(server).data).startswith(b"Q")
+    h.reply(server, answer())
+    assert not out(client).closed
+    out(client).take()
+    h.send(client, m.query("SELECT " + "1" * 1000))
+    assert out(client).closed
+    assert [t for t, _ in out(client).take()] == ["E"]
+
+
+def test_disable_pqexec_refuses_a_simple_query_but_not_the_extended_protocol() -> None:
+    h = Harness(disable_pqexec=True)
+    server = h.server()
+    client = h.client()
+    h.send(client, m.message(ord("P"), b"\x00select 1\x00\x00\x00"),
+           m.message(ord("B"), b"\x00\x00\x00\x00\x00\x00\x00\x00"),
+           m.message(ord("E"), b"\x00\x00\x00\x00\x00"), m.message(ord("S")))
+    assert bytes(out(server).data).startswith(b"P")  # NOTE: passed on unchanged
+    h.reply(server, m.message(ord("1")), m.message(ord("2")), answer())
+    out(client).take()
+    h.send(client, m.query("SELECT 1"))
+    assert out(client).closed
+    [(kind, body)] = out(client).take()
+    assert kind == "E" and b"PQexec disallowed" in body

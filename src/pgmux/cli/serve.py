@@ -58,7 +58,14 @@ DEFAULT_POOL_SIZE = 20  # PgBouncer's default_pool_size
 
 def build_config(args: argparse.Namespace, url: str | None) -> Config:
     if args.config:
-        return load_config(args.config)
+        config = load_config(args.config)
+        if not args.user and config.settings.user:
+            # NOTE: the file's `user` setting acts as -u (which wins when both are given).
+            problem = setting_user_problem(config.settings.user)
+            if problem:
+                raise ConfigError(problem)
+            args.user = config.settings.user
+        return config
     assert url is not None
     return config_from_url(url, listen_addr=args.listen_addr, listen_port=args.port,
                            pool_mode=args.pool_mode,
@@ -240,6 +247,19 @@ PRELOAD = ("pgmux.app", "pgmux.admin", "pgmux.stats.prometheus", "pgmux.stats.pe
            "pgmux.workers.console",
            "pgmux.proxy.pooler", "psycopg", "psycopg.rows", "ssl", "encodings.idna",
            "encodings.utf_8", "encodings.latin_1", "logging.handlers", "pgmux.runtime")
+
+
+def setting_user_problem(user: str) -> str | None:
+    """Why the `user` setting cannot be honoured, in its own name (-u's checks say "-u")."""
+    import pwd
+
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return f"user: no such user: {user}"
+    if os.geteuid() != 0 and pw.pw_uid != os.geteuid():
+        return f"user {user}: only root can switch users"
+    return None
 
 
 def drop_privileges(user: str) -> str | None:

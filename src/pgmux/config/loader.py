@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -26,6 +26,16 @@ from pgmux.config.settings import (
     PgmuxSettings,
     Settings,
     convert,
+)
+from pgmux.config.unsupported import (
+    UNSET_KEY_VALUES,
+    UNSUPPORTED_AUTH_TYPES,
+    UNSUPPORTED_DATABASE_KEYS,
+    UNSUPPORTED_PEER_KEYS,
+    UNSUPPORTED_SETTINGS,
+    UNSUPPORTED_USER_KEYS,
+    ignored_message,
+    key_message,
 )
 from pgmux.config.userlist import load_userlist
 
@@ -56,11 +66,11 @@ def build_config(entries: Iterable[IniEntry], path: str | None = None) -> Config
         elif entry.section == "pgmux":
             pgmux_raw[entry.key.lower()] = entry
         elif entry.section == "databases":
-            databases[entry.key] = _database(entry)
+            databases[entry.key] = _database(entry, warnings)
         elif entry.section == "users":
-            users[entry.key] = _user(entry)
+            users[entry.key] = _user(entry, warnings)
         elif entry.section == "peers":
-            peer = _peer(entry)
+            peer = _peer(entry, warnings)
             peers[peer.peer_id] = peer
         else:
             section = entry.section or "(none)"
@@ -68,6 +78,12 @@ def build_config(entries: Iterable[IniEntry], path: str | None = None) -> Config
                             f"in unknown section [{section}]")
 
     settings = _dataclass_from(Settings, settings_raw, warnings, strict=False)
+    if settings.unix_socket_dir.startswith("@"):
+        entry = settings_raw["unix_socket_dir"]
+        raise ConfigError("Unix sockets in the abstract namespace are not supported by pgmux; "
+                          "give a directory", file=entry.file, line=entry.line,
+                          key=entry.key)
+    warnings.extend(_ignored_settings(settings, settings_raw))
     if not settings.conffile and path is not None:
         settings = dataclasses.replace(settings, conffile=path)
     pgmux = _dataclass_from(PgmuxSettings, pgmux_raw, warnings, strict=True)
@@ -106,6 +122,21 @@ def _dataclass_from(cls: type[Any], raw: dict[str, IniEntry], warnings: list[str
     if "budget_file" in kwargs and not kwargs["budget_file"]:
         kwargs["budget_file"] = None
     return cls(**kwargs)
+
+
+def _ignored_settings(settings: Settings, raw: dict[str, IniEntry]) -> list[str]:
+    """One warning per setting the file gives a value pgmux would not act on."""
+    out: list[str] = []
+    defaults = Settings()
+    for name, entry in raw.items():
+        reason = UNSUPPORTED_SETTINGS.get(name)
+        if reason is not None and getattr(settings, name) != getattr(defaults, name):
+            out.append(f"{entry.file}:{entry.line}: {ignored_message(entry.key, reason)}")
+    auth = raw.get("auth_type")
+    reason = UNSUPPORTED_AUTH_TYPES.get(settings.auth_type)
+    if auth is not None and reason is not None:
+        out.append(f'{auth.file}:{auth.line}: auth_type "{settings.auth_type}": {reason}')
+    return out
 
 
 def _userlist(settings: Settings, entry: IniEntry | None, path: str | None,
@@ -191,7 +222,8 @@ _PEER_KEYS: dict[str, tuple[str, _Conv]] = {
 }
 
 
-def _pairs(entry: IniEntry, table: dict[str, tuple[str, _Conv]], what: str) -> dict[str, Any]:
+def _pairs(entry: IniEntry, table: dict[str, tuple[str, _Conv]], what: str,
+           ignored: Mapping[str, str], warnings: list[str] | None) -> dict[str, Any]:
     try:
         pairs = values.parse_connstr(entry.value)
     except ValueError as exc:
@@ -199,6 +231,15 @@ def _pairs(entry: IniEntry, table: dict[str, tuple[str, _Conv]], what: str) -> d
     out: dict[str, Any] = {}
     for param, text in pairs:
         spec = table.get(param)
+        reason = ignored.get(param)
+        if reason is not None:
+            # NOTE: a PgBouncer key pgmux does not act on: the entry loads, with a warning.
+            if warnings is not None and text.strip().lower() not in UNSET_KEY_VALUES.get(
+                    param, frozenset()):
+                warnings.append(f"{entry.file}:{entry.line}: [{entry.section}] {entry.key}: "
+                                f"{key_message(what, param, reason)}")
+            if spec is None:
+                continue
         if spec is None:
             raise ConfigError(f"unrecognized {what} parameter: {param}",
                               file=entry.file, line=entry.line, key=entry.key)
@@ -214,14 +255,14 @@ def _pairs(entry: IniEntry, table: dict[str, tuple[str, _Conv]], what: str) -> d
 def database_from_connstr(name: str, connstr: str, *, file: str | None = None,
                           line: int = 0) -> DatabaseConfig:
     """Parse one [databases] value (also used for DATABASE_URL mode). Raises ConfigError."""
-    return _database(IniEntry("databases", name, connstr, file or "<string>", line))
+    return _database(IniEntry("databases", name, connstr, file or "<string>", line), None)
 
 
-def _database(entry: IniEntry) -> DatabaseConfig:
+def _database(entry: IniEntry, warnings: list[str] | None) -> DatabaseConfig:
     if entry.key == RESERVED_DATABASE:
         raise ConfigError("database name 'pgbouncer' is reserved for the admin console",
                           file=entry.file, line=entry.line, key=entry.key)
-    fields = _pairs(entry, _DATABASE_KEYS, "connection")
+    fields = _pairs(entry, _DATABASE_KEYS, "connection", UNSUPPORTED_DATABASE_KEYS, warnings)
     size = fields.pop("pool_size", None)
     if size is not None:
         fields["pool_size"], fields["pool_size_auto"] = size
@@ -232,14 +273,16 @@ def _database(entry: IniEntry) -> DatabaseConfig:
     return DatabaseConfig(name=entry.key, **fields)
 
 
-def _user(entry: IniEntry) -> UserConfig:
-    return UserConfig(name=entry.key, **_pairs(entry, _USER_KEYS, "user"))
+def _user(entry: IniEntry, warnings: list[str]) -> UserConfig:
+    return UserConfig(name=entry.key,
+                      **_pairs(entry, _USER_KEYS, "user", UNSUPPORTED_USER_KEYS, warnings))
 
 
-def _peer(entry: IniEntry) -> PeerConfig:
+def _peer(entry: IniEntry, warnings: list[str]) -> PeerConfig:
     try:
         peer_id = values.parse_int(entry.key, 1, 16383)
     except ValueError as exc:
         raise ConfigError(f"invalid peer id: {exc}", file=entry.file, line=entry.line,
                           key=entry.key) from None
-    return PeerConfig(peer_id=peer_id, **_pairs(entry, _PEER_KEYS, "peer"))
+    return PeerConfig(peer_id=peer_id,
+                      **_pairs(entry, _PEER_KEYS, "peer", UNSUPPORTED_PEER_KEYS, warnings))

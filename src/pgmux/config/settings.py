@@ -124,11 +124,13 @@ class Settings:
     server_login_retry: float = _time(15.0)
     client_login_timeout: float = _time(60.0)
     autodb_idle_timeout: float = _time(3600.0)
+    pool_idle_timeout: float = _time(0.0)
     dns_max_ttl: float = _time(15.0)
     dns_nxdomain_ttl: float = _time(15.0)
     dns_zone_check_period: float = _time(0.0)
     resolv_conf: str = _str("")
     query_wait_notify: float = _time(5.0)
+    login_notify_message: str = _str("")
     # TLS
     client_tls_sslmode: str = _choice("disable", SSLMODES)
     client_tls_key_file: str = _str("")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from pgmux.pool.core import ClientState
 from pgmux.protocol import messages as m
-from pgmux.protocol.framing import FRONTEND_TYPES, Framer
+from pgmux.protocol.framing import FRONTEND_TYPES, MAX_MESSAGE, Framer
 from pgmux.protocol.prepared import ClientStatements, rewrite
 from pgmux.protocol.sql import changes_session, changes_session_cached
 from pgmux.protocol.state import EMPTY
@@ -57,6 +57,11 @@ _READY_IDLE: Final = m.ready_for_query(b"I")
 # First bytes of a query that may be PREPARE/DEALLOCATE (or start with blanks).
 _MAYBE_PREPARE: Final = m.byte_table(b"PpDd \t\r\n(/-")
 _S_KIND: Final = ord("S")
+# NOTE: disable_pqexec: the framer of a pool client takes this table, so a simple Query ends
+# the connection in the framer (no test per message); PgBouncer's reason for it.
+_NO_QUERY_TYPES: Final = bytes(0 if t == m.F_QUERY else ok
+                               for t, ok in enumerate(FRONTEND_TYPES))
+_QUERY_REFUSED: Final = f"invalid frontend message type {m.F_QUERY}"
 
 
 class Phase(Enum):
@@ -105,7 +110,8 @@ class ClientConnection(FlowControlled):
         self.client_state = ClientState.OUT
         self.wait_start = 0.0
         self.transport: asyncio.Transport | None = None
-        self.framer = Framer(types=FRONTEND_TYPES)
+        # NOTE: max_packet_size bounds every message a client sends (PostgreSQL's 1 GB above).
+        self.framer = Framer(min(pooler.settings.max_packet_size, MAX_MESSAGE), FRONTEND_TYPES)
         self._startup_buf: bytearray | None = bytearray()
         self.pool: Pool | None = None
         self.server: ServerConnection | None = None
@@ -174,6 +180,10 @@ class ClientConnection(FlowControlled):
         try:
             chunk, msgs = self.framer.feed(data)
         except m.ProtocolError as exc:
+            if self.pooler.settings.disable_pqexec and str(exc) == _QUERY_REFUSED:
+                log.error('%s client used "Query" packet type', self.prefix())
+                self.fatal("PQexec disallowed")
+                return
             self.fatal(str(exc))
             return
         if not msgs:
@@ -401,6 +411,8 @@ class ClientConnection(FlowControlled):
         self.pool_mode = mode
         self.watch_session = mode != "session" and \
             self.pooler.config.pgmux.session_state != "off"
+        self.framer.types = _NO_QUERY_TYPES if self.pooler.settings.disable_pqexec \
+            else FRONTEND_TYPES
 
     # ---- startup and authentication -----------------------------------------------------
     def start_tls(self, context: ssl.SSLContext) -> None:
@@ -461,7 +473,7 @@ class ClientConnection(FlowControlled):
                 if self.phase is not Phase.AUTH:
                     # NOTE: a client may pipeline its first query behind the password.
                     rest = chunk[start:]
-                    self.framer = Framer(types=FRONTEND_TYPES)
+                    self.framer = Framer(self.framer.max_message, self.framer.types)
                     self.data_received(rest)
                     return
                 self.pooler.login.auth_message(self, t, chunk[start + 5:end])

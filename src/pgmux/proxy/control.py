@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pgmux.config import POOL_SIZE_AUTO, Config, ConfigError, diff, load_config
 from pgmux.config.reload import NOT_RELOADABLE
 from pgmux.config.settings import convert
+from pgmux.log import reopen_logfile
 from pgmux.proxy import tls
 from pgmux.proxy.autosize import size_auto_pools
 from pgmux.proxy.clientauth import peer_credentials
@@ -326,6 +327,7 @@ class Control:
     # ---- RELOAD and SET -----------------------------------------------------------------
     def reload(self) -> bool:
         """Re-read the configuration; a bad file keeps the old one (logged). True if applied."""
+        reopen_logfile()
         try:
             if self.reload_fn is not None:
                 new = self.reload_fn()
@@ -337,6 +339,8 @@ class Control:
             log.error("%s", exc)
             log.error("RELOAD failed, keeping the old configuration")
             return False
+        for warning in new.warnings:
+            log.warning("%s", warning)
         self.apply_config(new)
         return True
 
@@ -356,6 +360,7 @@ class Control:
         p.config = new
         p.settings = settings
         p.apply_settings()
+        p.listener.tune()
         p.login.auth.load_files()
         try:
             p.client_tls = tls.client_context(settings)

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pgmux.proxy import sockopts
+
 if TYPE_CHECKING:
     from pgmux.proxy.client import ClientConnection
     from pgmux.proxy.pooler import Pooler
@@ -262,6 +264,7 @@ class Listener:
         except BaseException:
             self.stop()
             raise
+        self.tune()
         return where
 
     async def _adopt(self, loop: asyncio.AbstractEventLoop,
@@ -281,6 +284,7 @@ class Listener:
         except BaseException:
             self.stop()
             raise
+        self.tune()
         return where
 
     async def _listen_unix(self, loop: asyncio.AbstractEventLoop,
@@ -295,6 +299,16 @@ class Listener:
         self.servers.append(server)
         self._owned.append((path, _file_id(path)))
         _own_unix_socket(path, s)
+
+    def tune(self) -> None:
+        """Set the tcp_* settings on the TCP listening sockets (at start and on RELOAD).
+
+        NOTE: an accepted socket inherits them from its listener (Linux and the BSDs), so
+        clients get them without a system call per connection."""
+        options = sockopts.tcp_options(self.pooler.settings)
+        for server in self.servers:
+            for sock in getattr(server, "sockets", None) or ():
+                sockopts.apply(sock, options)
 
     def close_tcp(self) -> None:
         """Stop accepting TCP clients; the Unix socket stays (for the admin console)."""

@@ -25,6 +25,7 @@ from pgmux.protocol.prepared import ANSWER_TYPES, ServerStatements
 from pgmux.protocol.session import LinkState
 from pgmux.protocol.state import EMPTY
 from pgmux.proxy.flow import FlowControlled
+from pgmux.proxy.sockopts import tune_server
 
 if TYPE_CHECKING:
     from pgmux.pool.pool import Pool
@@ -134,6 +135,8 @@ class ServerConnection(FlowControlled):
         sock = transport.get_extra_info("sockname")
         if isinstance(sock, tuple):
             self.local_port = int(sock[1])
+        if self.local_port:
+            tune_server(transport, self.pooler.settings)
         if self.pooler.server_tls is not None and self.local_port:
             self.login_step = LoginStep.TLS
             self.transport.write(m.ssl_request())
