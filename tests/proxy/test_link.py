@@ -133,6 +133,25 @@ def test_server_fatal_reaches_the_client_alone() -> None:
     assert [t for t, _ in sent] == ["E"]  # NOTE: the backend's own FATAL, no second error
 
 
+def test_fatal_after_ready_for_query_never_reaches_the_next_client() -> None:
+    """PostgreSQL shutting down: a FATAL right behind a ReadyForQuery (one read). The server
+    is closed, not pooled: the next client must not get a dead server and lose its query
+    without a word (seen as silent closes during a fast restart)."""
+    h = Harness()
+    server = h.server()
+    first = h.client()
+    h.send(first, Q)
+    fatal = m.error_response("terminating connection due to administrator command", "57P01",
+                             severity="FATAL")
+    h.reply(server, answer() + fatal)
+    assert [t for t, _ in out(first).take()][-2:] == ["Z", "E"]
+    assert server not in server.pool.core.idle
+    other = h.server()
+    second = h.client()
+    h.send(second, Q)
+    assert second.server is other
+
+
 def test_dirty_server_is_reset_before_the_next_client() -> None:
     h = Harness(pool_size=1, pgmux={"session_state": "reset"})
     server = h.server()

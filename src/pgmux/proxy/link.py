@@ -148,6 +148,13 @@ class Links:
     def transaction_end(self, client: ClientConnection, server: ServerConnection,
                         out: bytes) -> None:
         """The server answered everything and is idle; `out` ends with its ReadyForQuery."""
+        if server.fatal_sent:
+            # NOTE: the backend sent a FATAL error in the same read as its ReadyForQuery
+            # (PostgreSQL shutting down): it is going away, so it is never handed on (the
+            # next client would lose its query without a word); the client has read why.
+            client.send(out)
+            server.disconnect("server sent a FATAL error")
+            return
         status = server.link_state.status
         if (server.recheck or self.check_always(client)) and status == STATUS_IDLE and \
                 client.pool_mode != "session":
