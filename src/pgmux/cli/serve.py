@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
             "Run the pooler. With CONFIG, read PgBouncer's pgbouncer.ini format. Without it, "
             "pool DATABASE_URL (or --url). With neither, start a throwaway embedded "
             "PostgreSQL (max_connections=20) and serve it on 127.0.0.1:6432 in transaction "
-            "mode, with a pool of 75%% of its usable connections."),
+            "mode, with a pool of 75% of its usable connections."),
         epilog=(
             "As root, the embedded PostgreSQL (which refuses to run as root) runs as the "
             "system user 'pgmux', created on first use (useradd --system), from a copy of its "
