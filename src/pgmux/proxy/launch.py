@@ -133,6 +133,9 @@ class Launcher:
         reason = ""
         for attempt in range(len(hosts)):
             server.host = hosts[(index + attempt) % len(hosts)]
+            if attempt:
+                # NOTE: each host gets its own server_connect_timeout (the janitor's clock).
+                server.connect_time = monotonic()
             reason = await self._connect_host(server)
             if not reason:
                 pool.host_failed = False

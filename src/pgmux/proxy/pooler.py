@@ -231,10 +231,16 @@ class Pooler:
         """autodb_idle_timeout: drop the pools of auto-databases no client or server has
         used for that long (0 keeps them)."""
         timeout = self.settings.autodb_idle_timeout
+        in_use = {c.dbname for c in self.clients}
+        by_name: dict[str, list[Pool]] = {}
+        for pool in self.pools.values():
+            if pool.name in self.autodbs:
+                by_name.setdefault(pool.name, []).append(pool)
+                if pool.core.server_count or pool.core.clients or pool.core.waiting:
+                    in_use.add(pool.name)
         for name, since in list(self.autodbs.items()):
-            pools = [p for p in self.pools.values() if p.name == name]
-            if any(p.core.server_count or p.core.clients or p.core.waiting for p in pools) or \
-                    any(c.dbname == name for c in self.clients):
+            pools = by_name.get(name, [])
+            if name in in_use:
                 self.autodbs[name] = 0.0
             elif not since:
                 self.autodbs[name] = now
