@@ -215,8 +215,10 @@ class Pooler:
         db_n = user_n = 0
         for c in self.clients:
             if c.pool is not None:
-                db_n += c.dbname == dbname
-                user_n += c.user == user
+                if c.dbname == dbname:
+                    db_n += 1
+                if c.user == user:
+                    user_n += 1
         return db_n, user_n
 
     # ---- auto-databases ('*') ----------------------------------------------------------------
