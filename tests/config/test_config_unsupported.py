@@ -93,9 +93,6 @@ def _read_in_source(name: str) -> bool:
 # their rows <!-- pending:NAME -->. Once merged, each is read in the source and must leave this
 # list (the test below says which), and its docs comment goes.
 PENDING = {
-    "server_check_delay": "limits", "server_check_query": "limits",
-    "server_fast_close": "limits", "autodb_idle_timeout": "limits",
-    "query_wait_notify": "limits", "transaction_timeout": "limits",
     "client_tls13_ciphers": "ops", "server_tls13_ciphers": "ops", "suspend_timeout": "ops",
 }
 

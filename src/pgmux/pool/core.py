@@ -55,6 +55,7 @@ class PoolLimits:
     reserve_pool_size: int = 0
     reserve_pool_timeout: float = 5.0
     min_pool_size: int = 0
+    server_lifetime: float = 0.0   # [databases] server_lifetime, else the global one; 0: none
 
 
 class PoolCore(Generic[S, C]):
@@ -204,13 +205,14 @@ class PoolCore(Generic[S, C]):
         db_room/user_room: how many more the database/user limits allow (a large number when
         unlimited). Waiters that are not served by idle, login or used servers get one each,
         up to pool_size, or up to pool_size + reserve_pool_size once the oldest waiter has
-        waited reserve_pool_timeout.
+        waited reserve_pool_timeout (as in PgBouncer, reserve_pool_timeout = 0 disables the
+        reserve pool).
         """
         if self.paused:
             return 0
         lim = self.limits
         cap = lim.pool_size
-        if lim.reserve_pool_size and self.waiting and (
+        if lim.reserve_pool_size > 0 and lim.reserve_pool_timeout > 0 and self.waiting and (
                 now - self.waiting[0].wait_start >= lim.reserve_pool_timeout):
             cap += lim.reserve_pool_size
         have = self.server_count

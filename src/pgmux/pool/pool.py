@@ -17,7 +17,8 @@ class Pool:
                  "pool_mode", "connect_query", "extra_startup", "core", "welcome",
                  "welcome_cache", "welcome_waiters", "last_login_failed", "last_login_sqlstate",
                  "last_login_error", "login_transient", "login_retry_at", "login_backoff",
-                 "stats", "scram_keys")
+                 "stats", "scram_keys", "round_robin", "host_counter", "host_failed",
+                 "last_lifetime_close")
 
     def __init__(
         self,
@@ -33,6 +34,7 @@ class Pool:
         limits: PoolLimits,
         connect_query: str | None = None,
         startup: dict[str, str] | None = None,
+        round_robin: bool = True,
     ) -> None:
         self.name = name                  # database name as clients see it
         self.user = user                  # client login user
@@ -58,6 +60,14 @@ class Pool:
         self.login_backoff = 0.0          # the wait before the next retry of a transient one
         self.stats = Counters()
         self.scram_keys: Any = None       # a client's SCRAM keys, to log in with a verifier
+        # NOTE: host=a,b,c: load_balance_hosts = round-robin (True) or disable, the pool's
+        # position in the list and whether the last connect failed (proxy/launch.py's).
+        self.round_robin = round_robin
+        self.host_counter = 0
+        self.host_failed = False
+        # NOTE: monotonic time the pool last closed a server for server_lifetime (0: never);
+        # such closes are spread server_lifetime / pool_size apart (proxy/limits.py life_over).
+        self.last_lifetime_close = 0.0
 
     @property
     def limits(self) -> PoolLimits:

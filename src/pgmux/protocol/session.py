@@ -150,6 +150,7 @@ _REFUSE: Final = Decision(REFUSE, reason="transaction blocks not allowed in stat
 _HAND_ON: Final = Decision(HAND_ON)
 _NOT_READY: Final = Decision(CLOSE, reason="client disconnect while server was not ready")
 _LIFETIME: Final = Decision(CLOSE, reason="server lifetime over")
+LIFETIME_OVER: Final = _LIFETIME  # the verdict when_free gives for an old server
 
 
 def after_ready(mode: str, status: int, dirty: bool, reset_always: bool,

@@ -40,6 +40,7 @@ PENDING_LIMIT: Final = 65536
 
 _P: Final = m.F_PARSE
 _X: Final = m.F_TERMINATE
+_STATUS_IDLE: Final = 73  # ord("I"): ReadyForQuery outside a transaction
 _NEEDS_SERVER: Final = m.byte_table(m.NEEDS_SERVER)
 # What _forward looks at in a message: 1 Query, 2 Parse, 3 Bind, 4 Describe or Close, 5 any
 # other message a client may send once logged in; 0 is not a frontend message type.
@@ -100,7 +101,8 @@ class ClientConnection(FlowControlled):
                  "framer", "ident", "local_addr", "local_port", "params", "pending",
                  "pending_bytes", "pending_needs_server", "phase", "pool", "pool_mode", "pooler",
                  "port", "request_time", "scram_keys", "server", "session", "sql_prepared",
-                 "startup", "startup_state", "stmts", "tls", "user", "wait_start",
+                 "startup", "startup_state", "stmts", "tls", "user", "wait_notified",
+                 "wait_start",
                  "wants_session", "watch_session")
 
     def __init__(self, pooler: Pooler) -> None:
@@ -109,6 +111,7 @@ class ClientConnection(FlowControlled):
         self.phase = Phase.STARTUP
         self.client_state = ClientState.OUT
         self.wait_start = 0.0
+        self.wait_notified = -1.0  # the wait_start of the wait query_wait_notify was sent for
         self.transport: asyncio.Transport | None = None
         # NOTE: max_packet_size bounds every message a client sends (PostgreSQL's 1 GB above).
         self.framer = Framer(min(pooler.settings.max_packet_size, MAX_MESSAGE), FRONTEND_TYPES)
@@ -278,8 +281,11 @@ class ClientConnection(FlowControlled):
                         chunk[portal_end + 1] != 0
                 else:  # Describe or Close: 'S' or 'P', name, NUL
                     named = chunk[start + 5] == _S_KIND and chunk[start + 6] != 0
-        if server.link_state.client_batch(msgs):
-            server.query_start = self.pooler.now
+        ls = server.link_state
+        if ls.client_batch(msgs):
+            now = server.query_start = self.pooler.now
+            if ls.status == _STATUS_IDLE:
+                server.xact_start = now  # NOTE: a transaction begins (transaction_timeout)
         if named:
             assert stmts is not None and server_stmts is not None
             try:

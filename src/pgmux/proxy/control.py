@@ -414,6 +414,8 @@ class Control:
         lim.reserve_pool_size = new.reserve_pool_size
         lim.reserve_pool_timeout = new.reserve_pool_timeout
         lim.min_pool_size = new.min_pool_size
+        lim.server_lifetime = new.server_lifetime
+        pool.round_robin = db.load_balance_hosts == "round-robin"
         mode = conf.pool_mode_for(pool.name, pool.server_user)
         if mode != pool.pool_mode:
             log.info("pool %s/%s: pool_mode %s -> %s", pool.name, pool.user, pool.pool_mode,

@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pgmux.protocol import messages as m
 from pgmux.protocol.session import STATUS_IDLE
+from pgmux.proxy import limits
 from pgmux.proxy.client import Phase
 
 if TYPE_CHECKING:
@@ -93,69 +95,111 @@ class Janitor:
         for pool in list(p.pools.values()):
             self._pool_timeouts(pool, now)
             self._pool_launches(pool)
+        if p.autodbs and not p.control.paused:
+            p.drop_idle_autodbs(now)
 
     def _pool_timeouts(self, pool: Pool, now: float) -> None:
+        self._waiting_clients(pool, now)
+        self._linked_servers(pool, now)
+        self._idle_servers(pool, now)
+        # Servers stuck logging in.
         s = self.pooler.settings
         core = pool.core
-        user_conf = self.pooler.config.users.get(pool.user)
-        # Waiting clients: query_timeout (checked first, as in PgBouncer's janitor, which
-        # applies the global query_timeout to waiting clients too), then query_wait_timeout.
+        if core.login and s.server_connect_timeout:
+            for server in list(core.login):
+                if now - server.connect_time > s.server_connect_timeout:
+                    server.login_failed("connect timeout", transient=True)
+
+    def _waiting_clients(self, pool: Pool, now: float) -> None:
+        """Waiting clients: query_timeout (checked first, as in PgBouncer's janitor, which
+        applies the global query_timeout to waiting clients too), query_wait_timeout, the
+        query_wait_notify notice; idle clients: client_idle_timeout."""
+        s = self.pooler.settings
+        core = pool.core
         wait_timeout = s.query_wait_timeout
-        if core.waiting and (wait_timeout or s.query_timeout):
+        notify = s.query_wait_notify
+        if core.waiting and (wait_timeout or s.query_timeout or notify):
             for client in list(core.waiting):
                 waited = now - client.wait_start
                 if s.query_timeout and waited > s.query_timeout:
                     client.fatal("query_timeout")
                 elif wait_timeout and waited > wait_timeout:
                     client.fatal("query_wait_timeout")
-        # Idle clients: client_idle_timeout.
-        idle_timeout = (user_conf.client_idle_timeout if user_conf and
-                        user_conf.client_idle_timeout else 0) or s.client_idle_timeout
+                elif limits.wait_notice_due(notify, waited,
+                                            client.wait_notified == client.wait_start):
+                    # NOTE: once per wait: the wait it was sent for is remembered by its start.
+                    client.wait_notified = client.wait_start
+                    client.send(m.notice_response(limits.WAIT_NOTICE))
+        user_conf = self.pooler.config.users.get(pool.user)
+        idle_timeout = limits.effective(user_conf.client_idle_timeout if user_conf else None,
+                                        s.client_idle_timeout)
         if idle_timeout:
             for client in [c for c in core.clients if c.server is None and
                            now - c.request_time > idle_timeout]:
                 client.fatal("client_idle_timeout")
-        # Linked servers: query_timeout and idle_transaction_timeout.
-        query_timeout = (user_conf.query_timeout if user_conf and user_conf.query_timeout
-                         else 0) or s.query_timeout
-        idle_tx = (user_conf.idle_transaction_timeout if user_conf and
-                   user_conf.idle_transaction_timeout else 0) or s.idle_transaction_timeout
-        if query_timeout or idle_tx:
-            for server in list(core.active):
-                client = server.link
-                if client is None:
-                    continue
-                ls = server.link_state
-                busy = ls.outstanding > 0 or ls.copy_in
-                if busy and query_timeout and server.query_start and \
-                        now - server.query_start > query_timeout:
-                    server.disconnect("query timeout")
-                    client.fatal("query timeout")
-                elif not busy and idle_tx and ls.status != STATUS_IDLE and \
-                        now - client.request_time > idle_tx:
-                    server.disconnect("idle transaction timeout")
-                    client.fatal("idle transaction timeout")
-        # Idle servers: lifetime and idle timeout (keeping min_pool_size), and the pool's own
-        # application_name back after a second idle.
-        lifetime = s.server_lifetime
+
+    def _linked_servers(self, pool: Pool, now: float) -> None:
+        """Linked servers: query_timeout, idle_transaction_timeout and transaction_timeout
+        ([users] overrides [pgbouncer]); server_fast_close in session mode."""
+        s = self.pooler.settings
+        core = pool.core
+        user_conf = self.pooler.config.users.get(pool.user)
+        query_timeout = float(limits.effective(user_conf.query_timeout if user_conf else None,
+                                               s.query_timeout))
+        idle_tx = float(limits.effective(
+            user_conf.idle_transaction_timeout if user_conf else None,
+            s.idle_transaction_timeout))
+        xact = float(limits.effective(user_conf.transaction_timeout if user_conf else None,
+                                      s.transaction_timeout))
+        fast_close = s.server_fast_close
+        if not (query_timeout or idle_tx or xact or fast_close):
+            return
+        for server in list(core.active):
+            client = server.link
+            if client is None:
+                continue
+            ls = server.link_state
+            busy = ls.outstanding > 0 or ls.copy_in
+            in_tx = ls.status != STATUS_IDLE
+            if fast_close and client.pool_mode == "session" and limits.fast_close(
+                    fast_close, bool(server.close_needed), ls.idle and not in_tx):
+                server.disconnect(limits.CONFIG_CHANGED)  # NOTE: its client goes with it
+                continue
+            reason = limits.linked_timeout(
+                busy, in_tx, now - server.query_start if server.query_start else 0.0,
+                now - client.request_time, now - server.xact_start, query_timeout, idle_tx,
+                xact)
+            if reason is not None:
+                server.disconnect(reason)
+                client.fatal(reason)
+
+    def _idle_servers(self, pool: Pool, now: float) -> None:
+        """Idle servers: server_idle_timeout (keeping min_pool_size), server_lifetime (the
+        pool's, closes spread out), server_check_query after server_check_delay idle, and the
+        pool's own application_name back after a second idle."""
+        s = self.pooler.settings
+        core = pool.core
+        if not core.idle:
+            return
+        lim = core.limits
         server_idle = s.server_idle_timeout
-        if core.idle:
-            keep = core.limits.min_pool_size
-            own_name = pool.extra_startup.get("application_name", "")
-            for server in list(core.idle):
-                if server_idle and now - server.request_time > server_idle and \
-                        core.server_count > keep:
-                    server.disconnect("server idle timeout")
-                elif lifetime and now - server.connect_time >= lifetime:
-                    server.disconnect("server lifetime over")
-                elif now - server.request_time >= RENAME_IDLE and \
-                        server.tracked.get("application_name", own_name) != own_name:
-                    self.pooler.links.refresh_idle(server)
-        # Servers stuck logging in.
-        if core.login and s.server_connect_timeout:
-            for server in list(core.login):
-                if now - server.connect_time > s.server_connect_timeout:
-                    server.login_failed("connect timeout", transient=True)
+        check_query = "" if core.paused else s.server_check_query
+        keep = lim.min_pool_size
+        own_name = pool.extra_startup.get("application_name", "")
+        for server in list(core.idle):
+            if server_idle and now - server.request_time > server_idle and \
+                    core.server_count > keep:
+                server.disconnect("server idle timeout")
+            elif limits.life_over(now - server.connect_time, lim.server_lifetime,
+                                  lim.pool_size, now - pool.last_lifetime_close):
+                pool.last_lifetime_close = now
+                server.disconnect("server lifetime over")
+            elif limits.check_needed(check_query, s.server_check_delay,
+                                     now - max(server.request_time, server.checked_at)):
+                self.pooler.links.check(server, check_query, now)
+            elif now - server.request_time >= RENAME_IDLE and \
+                    server.tracked.get("application_name", own_name) != own_name:
+                self.pooler.links.refresh_idle(server)
 
     def _pool_launches(self, pool: Pool) -> None:
         """Launch what waiters, the reserve pool or min_pool_size call for."""

@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from pgmux.pool.core import ServerState
+from pgmux.proxy import limits
 from pgmux.proxy.server import ServerConnection
 
 if TYPE_CHECKING:
@@ -84,6 +85,10 @@ class Launcher:
         if pool.last_login_failed:
             n = min(n, 1 - len(core.login))  # NOTE: after a failure, probe with one connection
         for _ in range(n):
+            if lim.pool_size and core.server_count >= lim.pool_size and core.waiting:
+                # NOTE: PgBouncer's warning, with the first waiter's prefix, for each server
+                # the reserve pool gives (the core allowed it: pool/core.py wanted_launches).
+                log.warning("%s %s", core.waiting[0].prefix(), limits.RESERVE_LOG)
             if not self.launch_connection(pool):
                 break
 
@@ -118,21 +123,48 @@ class Launcher:
         return True
 
     async def _connect(self, server: ServerConnection) -> None:
-        loop = asyncio.get_running_loop()
+        """Connect to the pool's host, or with host=a,b,c to the one load_balance_hosts
+        picks; a failed connect moves to the next host of the list at once (each host tried
+        once), so one bad host costs its clients no error while another is up."""
         pool = server.pool
-        host = pool.host or self.pooler.settings.unix_socket_dir or "/tmp"
+        hosts = limits.split_hosts(pool.host)
+        index, pool.host_counter = limits.next_host(len(hosts), pool.host_counter,
+                                                    pool.round_robin, pool.host_failed)
+        reason = ""
+        for attempt in range(len(hosts)):
+            server.host = hosts[(index + attempt) % len(hosts)]
+            if attempt:
+                # NOTE: each host gets its own server_connect_timeout (the janitor's clock).
+                server.connect_time = monotonic()
+            reason = await self._connect_host(server)
+            if not reason:
+                pool.host_failed = False
+                return
+            pool.host_failed = True
+            if server.server_state is not _LOGIN_STATE:
+                return  # NOTE: given up on meanwhile (connect timeout in the janitor)
+            if attempt + 1 < len(hosts):
+                log.warning("%s %s; trying the next host", server.prefix(), reason)
+                if not pool.round_robin:
+                    pool.host_counter += 1  # NOTE: disable: stay on the host that answers
+        server.login_failed(reason, transient=True)
+
+    async def _connect_host(self, server: ServerConnection) -> str:
+        """Connect server to server.host; "" when connected, else why not."""
+        loop = asyncio.get_running_loop()
+        host = server.host or self.pooler.settings.unix_socket_dir or "/tmp"
         try:
             if host.startswith("/"):
                 coro: Any = loop.create_unix_connection(
-                    lambda: server, os.path.join(host, f".s.PGSQL.{pool.port}"))
+                    lambda: server, os.path.join(host, f".s.PGSQL.{server.port}"))
             else:
-                coro = loop.create_connection(lambda: server, host, pool.port)
+                coro = loop.create_connection(lambda: server, host, server.port)
             await asyncio.wait_for(coro, timeout=self.pooler.settings.server_connect_timeout
                                    or None)
         except (TimeoutError, OSError) as exc:
-            reason = "connect timeout" if isinstance(exc, asyncio.TimeoutError) else \
+            return "connect timeout" if isinstance(exc, asyncio.TimeoutError) else \
                 f"connect failed: {exc.strerror or exc}"
-            server.login_failed(reason, transient=True)
+        return ""
 
     # ---- the outcome of a login -------------------------------------------------------------
     def logged_in(self, server: ServerConnection, ready: bool) -> None:

@@ -19,6 +19,7 @@ from pgmux.protocol.session import (
     CLOSE,
     HAND_ON,
     KEEP,
+    LIFETIME_OVER,
     RELEASE,
     RESET,
     STATUS_IDLE,
@@ -36,6 +37,7 @@ from pgmux.protocol.state import (
     pin_undo,
     replay,
 )
+from pgmux.proxy.limits import life_over
 
 if TYPE_CHECKING:
     from pgmux.pool.pool import Pool
@@ -316,11 +318,15 @@ class Links:
         pool = server.pool
         if server.server_state is _CLOSED:
             return
-        lifetime = self.pooler.server_lifetime
-        d = when_free(server.close_needed or None,
-                              bool(lifetime) and self.pooler.now - server.connect_time >= lifetime,
-                              bool(pool.core.waiting))
+        now = self.pooler.now
+        lim = pool.core.limits
+        lifetime = lim.server_lifetime
+        over = bool(lifetime) and life_over(now - server.connect_time, lifetime, lim.pool_size,
+                                            now - pool.last_lifetime_close)
+        d = when_free(server.close_needed or None, over, bool(pool.core.waiting))
         if d.action == CLOSE:
+            if d is LIFETIME_OVER:
+                pool.last_lifetime_close = now
             server.disconnect(d.reason)
             return
         client = pool.core.release_server(server)
@@ -356,6 +362,16 @@ class Links:
         server.pool.core.mark_tested(server)
         server.inject(set_config_query({"application_name": name}), after="ready")
         server.assume({"application_name": name})
+
+    def check(self, server: ServerConnection, query: str, now: float) -> None:
+        """server_check_query on an idle server (the janitor found it idle longer than
+        server_check_delay): its answer swallowed, the server handed on after it, or closed
+        if it fails. "<empty>" sends an empty query, as PgBouncer 1.24+ does."""
+        server.checked_at = now
+        server.pool.core.mark_tested(server)
+        if self.pooler.debug:
+            log.debug("%s P: checking: %s", server.prefix(), query)
+        server.inject("" if query == "<empty>" else query, after="ready")
 
     # ---- session state --------------------------------------------------------------------
     def session_changed(self, server: ServerConnection, kind: int) -> None:

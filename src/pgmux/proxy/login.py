@@ -20,7 +20,7 @@ from pgmux.config import DatabaseConfig
 from pgmux.protocol import messages as m
 from pgmux.protocol.prepared import ClientStatements
 from pgmux.protocol.state import state
-from pgmux.proxy import tls
+from pgmux.proxy import limits, tls
 from pgmux.proxy.client import Phase as ClientPhase
 from pgmux.proxy.clientauth import CONFIG_ERROR, NO_METHOD, ClientAuth, Method
 
@@ -175,7 +175,7 @@ class Login:
         # libpq then reports only "server sent an error response during SSL exchange".
         # The admin console is exempt, as in PgBouncer.
         if len(self.pooler.clients) > s.max_client_conn and dbname != "pgbouncer":
-            client.fatal("no more connections allowed (max_client_conn)", "53300")
+            client.fatal(limits.MAX_CLIENT_CONN, limits.REFUSAL_SQLSTATE)
             return
         if params.get("replication"):
             client.fatal("replication connections are not supported")
@@ -291,7 +291,6 @@ class Login:
             self.client_authenticated(client, admin)
 
     def client_authenticated(self, client: ClientConnection, admin: bool) -> None:
-        s = self.pooler.settings
         if self.pooler.settings.log_connections:
             log.info("%s login attempt: db=%s user=%s tls=%s replication=no", client.prefix(),
                      client.dbname, client.user, "yes" if client.tls else "no")
@@ -308,26 +307,10 @@ class Login:
             self.refuse(client, f"no such database: {client.dbname}",
                         why=f"login failed: db={client.dbname} user={client.user}")
             return
-        if s.max_db_client_connections or db.max_db_client_connections:
-            limit = db.max_db_client_connections or s.max_db_client_connections
-            n = sum(1 for c in self.pooler.clients
-                    if c.dbname == client.dbname and c.pool is not None)
-            if n >= limit:
-                # NOTE: PgBouncer's wording for the per-database client limit.
-                client.fatal("client connections exceeded (max_db_client_connections)",
-                             "53300")
-                return
-        user_conf = self.pooler.config.users.get(client.user)
-        ulimit = (user_conf.max_user_client_connections if user_conf else 0) or \
-            s.max_user_client_connections
-        if ulimit:
-            n = sum(1 for c in self.pooler.clients
-                    if c.user == client.user and c.pool is not None)
-            if n >= ulimit:
-                # NOTE: PgBouncer's wording for the per-user client limit.
-                client.fatal("client connections exceeded (max_user_client_connections)",
-                             "53300")
-                return
+        if db.from_fallback:
+            self.pooler.register_autodb(client, db.name)
+        if not self._within_client_limits(client, db):
+            return
         pool = self.pooler.get_pool(db, client.user, client)
         if client.scram_keys is not None and pool.scram_keys is None and not db.user:
             # NOTE: PgBouncer's SCRAM pass-through: the client's keys log us into the server.
@@ -346,6 +329,29 @@ class Login:
         # another pool's idle server if need be); when no room can be made now, the janitor
         # tries again while welcome_waiters is not empty.
         self.pooler.launcher.launch_needed(pool)
+
+    def _within_client_limits(self, client: ClientConnection, db: DatabaseConfig) -> bool:
+        """max_db_client_connections and max_user_client_connections ([databases] and
+        [users] override [pgbouncer]); refuses the client with PgBouncer's words if over.
+
+        NOTE: the counts are the logged-in clients of the registry (those with a pool), so a
+        client that leaves, or is closed because its pool's server login failed, stops
+        counting when it leaves the registry; nothing to release by hand."""
+        s = self.pooler.settings
+        user_conf = self.pooler.config.users.get(client.user)
+        db_limit = int(limits.effective(db.max_db_client_connections,
+                                        s.max_db_client_connections))
+        user_limit = int(limits.effective(
+            user_conf.max_user_client_connections if user_conf else None,
+            s.max_user_client_connections))
+        if not db_limit and not user_limit:
+            return True
+        db_n, user_n = self.pooler.client_counts(client.dbname, client.user)
+        refusal = limits.client_refusal(db_n, db_limit, user_n, user_limit)
+        if refusal is None:
+            return True
+        client.fatal(refusal, limits.REFUSAL_SQLSTATE)
+        return False
 
     def _welcome_or_fail(self, client: ClientConnection, pool: Pool, error: str | None) -> None:
         if client.phase is not ClientPhase.WELCOME:
@@ -407,18 +413,19 @@ class Login:
         if client is None or client.server is None:
             return
         server = client.server
-        self.pooler.spawn(self._send_cancel(server.pool, server.pid, server.key))
+        # NOTE: the host the server is connected to (one of a host= list), not the list.
+        self.pooler.spawn(self._send_cancel(server.host, server.port, server.pid, server.key))
 
-    async def _send_cancel(self, pool: Pool, pid: int, key: int) -> None:
-        host = pool.host or self.pooler.settings.unix_socket_dir or "/tmp"
+    async def _send_cancel(self, host: str | None, port: int, pid: int, key: int) -> None:
+        host = host or self.pooler.settings.unix_socket_dir or "/tmp"
         try:
             if host.startswith("/"):
                 _, writer = await asyncio.open_unix_connection(
-                    os.path.join(host, f".s.PGSQL.{pool.port}"))
+                    os.path.join(host, f".s.PGSQL.{port}"))
             else:
-                _, writer = await asyncio.open_connection(host, pool.port)
+                _, writer = await asyncio.open_connection(host, port)
             writer.write(m.cancel_request(pid, key))
             await writer.drain()
             writer.close()
         except OSError as exc:
-            log.warning("cancel request to %s:%d failed: %s", host, pool.port, exc)
+            log.warning("cancel request to %s:%d failed: %s", host, port, exc)

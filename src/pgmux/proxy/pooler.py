@@ -20,7 +20,7 @@ from pgmux.config import Config, DatabaseConfig
 from pgmux.pool.core import PoolLimits
 from pgmux.pool.pool import Pool
 from pgmux.protocol.prepared import PreparedRegistry, ServerStatements
-from pgmux.proxy import tls
+from pgmux.proxy import limits, tls
 from pgmux.proxy.autosize import size_auto_pools
 from pgmux.proxy.client import ClientConnection
 from pgmux.proxy.control import Control
@@ -72,6 +72,10 @@ class Pooler:
         # the hot path pays one attribute test.
         self.debug = log.isEnabledFor(logging.DEBUG)
         self.auto_sizes: dict[str, int] = {}
+        # NOTE: databases made from the '*' entry (auto-databases), by name: the monotonic
+        # time since which none of their pools has a client or a server, 0.0 while in use.
+        # The janitor drops those unused for autodb_idle_timeout.
+        self.autodbs: dict[str, float] = {}
         self.stats_period: StatsPeriod | None = None  # stats/period.py's, made on first use
         # NOTE: set by pgmux/workers when this process shares a budget (workers, budget_file),
         # marks its cancel keys (workers, peer_id) or is a worker; None: a pooler on its own.
@@ -90,7 +94,6 @@ class Pooler:
         self.tracked_params: frozenset[str] = frozenset()
         self.tracked_canonical: dict[str, str] = {}
         self.reset_always = False
-        self.server_lifetime = 0.0
         self.tracking = True
         self.check_always = False
         self.apply_settings()
@@ -113,7 +116,6 @@ class Pooler:
         self.tracked_canonical = _canonical(names)
         own = self.config.pgmux
         self.reset_always = self.settings.server_reset_query_always
-        self.server_lifetime = self.settings.server_lifetime
         self.tracking = own.session_state == "track"
         self.check_always = self.tracking and own.session_check == "always"
 
@@ -206,6 +208,51 @@ class Pooler:
                      int(monotonic() - client.connect_time))
         self.links.client_gone(client)
 
+    def client_counts(self, dbname: str, user: str) -> tuple[int, int]:
+        """Logged-in clients (those in a pool) of database dbname and of login user `user`:
+        what max_db_client_connections / max_user_client_connections and SHOW DATABASES /
+        USERS current_client_connections count."""
+        db_n = user_n = 0
+        for c in self.clients:
+            if c.pool is not None:
+                if c.dbname == dbname:
+                    db_n += 1
+                if c.user == user:
+                    user_n += 1
+        return db_n, user_n
+
+    # ---- auto-databases ('*') ----------------------------------------------------------------
+    def register_autodb(self, client: ClientConnection, name: str) -> None:
+        """A client asked for a database only the '*' entry gives: register it (PgBouncer's
+        log line) the first time."""
+        if name not in self.autodbs:
+            log.info("%s registered new auto-database: %s", client.prefix(), name)
+        self.autodbs[name] = 0.0
+
+    def drop_idle_autodbs(self, now: float) -> None:
+        """autodb_idle_timeout: drop the pools of auto-databases no client or server has
+        used for that long (0 keeps them)."""
+        timeout = self.settings.autodb_idle_timeout
+        in_use = {c.dbname for c in self.clients}
+        by_name: dict[str, list[Pool]] = {}
+        for pool in self.pools.values():
+            if pool.name in self.autodbs:
+                by_name.setdefault(pool.name, []).append(pool)
+                if pool.core.server_count or pool.core.clients or pool.core.waiting:
+                    in_use.add(pool.name)
+        for name, since in list(self.autodbs.items()):
+            pools = by_name.get(name, [])
+            if name in in_use:
+                self.autodbs[name] = 0.0
+            elif not since:
+                self.autodbs[name] = now
+            elif timeout > 0 and now - since > timeout:
+                log.warning("dropping database '%s' as it does not exist anymore or inactive "
+                            "auto-database", name)
+                del self.autodbs[name]
+                for pool in pools:
+                    del self.pools[(pool.name, pool.user)]
+
     # ---- the registry of pools ------------------------------------------------------------
     def new_server_statements(self, pool: Pool) -> ServerStatements | None:
         """Per-server prepared statement tracking, in the modes that share servers."""
@@ -226,6 +273,7 @@ class Pooler:
             reserve_pool_size=conf.reserve_pool_size_for(db.name, server_user),
             reserve_pool_timeout=s.reserve_pool_timeout,
             min_pool_size=db.min_pool_size if db.min_pool_size is not None else s.min_pool_size,
+            server_lifetime=float(limits.effective(db.server_lifetime, s.server_lifetime)),
         )
 
     def get_pool(self, db: DatabaseConfig, user: str, client: ClientConnection | None = None
@@ -256,7 +304,8 @@ class Pooler:
                     server_user=server_user, server_password=password,
                     pool_mode=conf.pool_mode_for(name, server_user),
                     limits=self.limits_for(db, server_user),
-                    connect_query=db.connect_query, startup=startup)
+                    connect_query=db.connect_query, startup=startup,
+                    round_robin=db.load_balance_hosts == "round-robin")
         self.pools[key] = pool
         self.control.sync_pause(pool)
         return pool

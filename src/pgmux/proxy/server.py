@@ -70,12 +70,13 @@ class ServerConnection(FlowControlled):
     """One connection to PostgreSQL, owned by a pool."""
 
     # NOTE: slots: attribute access on the hot path is a fixed offset.
-    __slots__ = ("_login_auth", "_login_framer", "after_swallow", "capture", "close_needed",
+    __slots__ = ("_login_auth", "_login_framer", "after_swallow", "capture", "checked_at",
+                 "close_needed",
                  "close_reason", "connect_time", "dirty", "fatal_sent", "ident", "in_sync", "key",
                  "link", "link_state", "link_time", "local_port", "login_step", "params", "pid",
                  "pool", "pooler", "query_start", "recheck", "request_time", "scanner",
                  "server_state", "session", "stmts", "swallow", "swallow_error", "tls",
-                 "tracked", "withheld")
+                 "tracked", "withheld", "xact_start", "host", "port")
 
     def __init__(self, pooler: Pooler, pool: Pool) -> None:
         self.pooler = pooler
@@ -97,6 +98,12 @@ class ServerConnection(FlowControlled):
         self.request_time = now   # last time it was handed out or used
         self.link_time = now
         self.query_start = 0.0
+        self.xact_start = now     # first query of the transaction now open (transaction_timeout)
+        self.checked_at = 0.0     # last server_check_query while idle
+        # NOTE: the host (of a host= list) and port this server connects to, chosen by
+        # proxy/launch.py; its log prefix and cancel requests use them.
+        self.host = pool.host
+        self.port = pool.port
         self.link_state = LinkState()
         # NOTE: with prepared statements tracked, their answers ('1', '3', 'E') are watched too.
         self.stmts: ServerStatements | None = pooler.new_server_statements(pool)
@@ -123,7 +130,7 @@ class ServerConnection(FlowControlled):
     # ---- naming for logs ----------------------------------------------------------------
     def prefix(self) -> str:
         p = self.pool
-        return (f"S-{id(self):#x}: {p.name}/{p.server_user}@{p.host or 'unix'}:{p.port}")
+        return (f"S-{id(self):#x}: {p.name}/{p.server_user}@{self.host or 'unix'}:{self.port}")
 
     # ---- asyncio callbacks --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -357,7 +364,7 @@ class ServerConnection(FlowControlled):
         context = self.pooler.server_tls
         assert context is not None and self.transport is not None
         transport = self.transport
-        hostname = self.pool.host if mode == "verify-full" else None
+        hostname = self.host if mode == "verify-full" else None
 
         async def upgrade() -> None:
             loop = asyncio.get_running_loop()
