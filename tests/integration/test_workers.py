@@ -22,6 +22,7 @@ from pgmux.workers.keys import worker_of
 from tests.integration.conftest import Pgmux, PgmuxFactory
 
 DB = "wtest"
+APP = "wpool"  # the application_name of the servers of the pools under test
 POOL = 10
 
 
@@ -39,7 +40,10 @@ def start_workers(factory: PgmuxFactory, pg: EmbeddedPostgres, pool: int = POOL,
     base: dict[str, object] = {"default_pool_size": pool, "max_client_conn": 500,
                                "query_wait_timeout": 60}
     base.update(settings)
-    mux = factory(base, databases={DB: f"host=127.0.0.1 port={pg.port} dbname={DB}"},
+    # NOTE: the servers carry their own application_name: the counts below see them alone,
+    # not backends an earlier test's pgmux left closing.
+    mux = factory(base, databases={DB: f"host=127.0.0.1 port={pg.port} dbname={DB} "
+                                       f"application_name={APP}"},
                   pgmux={"workers": 2})
     wait_workers(mux, 2)
     return mux
@@ -74,8 +78,8 @@ def wait_workers(mux: Pgmux, n: int, not_pids: set[int] | None = None,
 
 def servers_in_pg(pg: EmbeddedPostgres) -> int:
     with psycopg.connect(pg.dsn(), autocommit=True) as conn:
-        row = conn.execute("select count(*) from pg_stat_activity where datname = %s",
-                           (DB,)).fetchone()
+        row = conn.execute("select count(*) from pg_stat_activity where datname = %s "
+                           "and application_name = %s", (DB, APP)).fetchone()
         assert row is not None
         return int(row[0])
 
@@ -93,8 +97,8 @@ class Sampler:
     def _run(self) -> None:
         with psycopg.connect(self.pg.dsn(), autocommit=True) as conn:
             while not self._stop.is_set():
-                row = conn.execute("select count(*) from pg_stat_activity where datname = %s",
-                                   (DB,)).fetchone()
+                row = conn.execute("select count(*) from pg_stat_activity where datname = %s "
+                                   "and application_name = %s", (DB, APP)).fetchone()
                 assert row is not None
                 self.peak = max(self.peak, int(row[0]))
                 self.samples += 1
