@@ -109,7 +109,7 @@ def main() -> None:
             "plain (no session state)": ("auto", [""] * CLIENTS, "select 1"),
             "replay at every link (8 different settings, 2 servers)":
                 ("auto", [f"set work_mem = '{i + 1}MB'" for i in range(CLIENTS)], "select 1"),
-            "read-back after every transaction (a SET in each)":
+            "a SET in every transaction (tracked, replayed at the next link)":
                 ("auto", [""] * CLIENTS, "set work_mem = '1{i}MB'"),
             "plain, session_check = always": ("always", [""] * CLIENTS, "select 1"),
         }
