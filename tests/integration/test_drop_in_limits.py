@@ -253,9 +253,12 @@ def test_query_wait_notify_tells_a_waiting_client(pg: EmbeddedPostgres,
     holder = psycopg.connect(mux.dsn(dbname="qn"))
     waiter = psycopg.connect(mux.dsn(dbname="qn"), autocommit=True)
     waiter.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+    # NOTE: joined before the close: the waiter may be served (the server released at the
+    # COMMIT) before the timer's thread has read the COMMIT's answer.
+    release = threading.Timer(1.5, holder.commit)
     try:
         holder.execute("select 1")  # holds the only server in its transaction
-        threading.Timer(1.5, holder.commit).start()
+        release.start()
         assert waiter.execute("select 7").fetchone() == (7,)
         assert notices == ["No server connection available in postgres backend, "
                            "client being queued"]
@@ -264,6 +267,8 @@ def test_query_wait_notify_tells_a_waiting_client(pg: EmbeddedPostgres,
         assert waiter.execute("select 8").fetchone() == (8,)
         assert notices == []
     finally:
+        if release.is_alive():
+            release.join(10)
         holder.close()
         waiter.close()
 
