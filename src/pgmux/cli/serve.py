@@ -45,10 +45,18 @@ def register(sub: Any) -> None:
     p.add_argument("--pool-size", type=int, default=None,
                    help="URL/embedded mode: pool size (URL: 20; embedded: 75%% of the "
                         "server's usable connections)")
-    p.add_argument("-d", "--daemon", action="store_true", help="run in the background")
-    p.add_argument("-q", "--quiet", action="store_true", help="no logging to stderr")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
-    p.add_argument("-u", "--user", help="switch to this user at start (when root)")
+    p.add_argument("-d", "--daemon", action="store_true",
+                   help="run in the background (needs pidfile, and logfile or syslog)")
+    p.add_argument("-R", "--reboot", action="store_true",
+                   help="PgBouncer's online restart: not supported (deprecated in PgBouncer "
+                        "1.25 too); boots normally when nothing runs, else refuses and names "
+                        "the rolling restart that replaces it")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no logging to stderr (the logfile is still written)")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more logging; may be repeated")
+    p.add_argument("-u", "--user", metavar="USERNAME",
+                   help="switch to this user at start (when root)")
     p.add_argument("-V", "--version", action="version", version=version_line())
     p.set_defaults(func=run_serve)
 
@@ -143,8 +151,44 @@ def _start_embedded(args: argparse.Namespace) -> Any:
     return embedded
 
 
+# What -R answers when a pooler is running: PgBouncer 1.25 itself deprecates -R in favour of
+# this procedure (docs/operations.md).
+REBOOT_ALTERNATIVE = (
+    "for a restart that loses no client, start the new pgmux beside it with so_reuseport = 1 "
+    "and send SIGTERM to the old one (docs/operations.md, \"Upgrades and restarts\"), or use "
+    "RESTART on the console with [pgmux] workers > 1")
+
+
+def socket_answers(path: str) -> bool:
+    """True when something accepts connections on the Unix socket at path."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2)
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def reboot_refusal(config: Config) -> str | None:
+    """-R: PgBouncer takes the sockets over from the process found on the Unix socket; pgmux
+    cannot, so it refuses when one is there and boots normally otherwise (as PgBouncer does
+    when no process is running)."""
+    s = config.settings
+    if not s.unix_socket_dir:
+        return ("-R needs unix_socket_dir (PgBouncer's online restart goes through the Unix "
+                "socket); " + REBOOT_ALTERNATIVE)
+    path = os.path.join(s.unix_socket_dir, f".s.PGSQL.{s.listen_port}")
+    if socket_answers(path):
+        return (f"-R (online restart, taking over the sockets of the process on {path}) is "
+                f"not supported; {REBOOT_ALTERNATIVE}")
+    return None
+
+
 def _refusal(args: argparse.Namespace) -> str | None:
     """What makes the command impossible, found before anything is started."""
+    if args.reboot and not args.config:
+        return "-R needs a config file (pgmux serve -R pgbouncer.ini)"
     if args.user:
         import pwd
 
@@ -169,6 +213,10 @@ def run_serve(args: argparse.Namespace) -> int:
             embedded = _start_embedded(args)
             url = embedded.url
         config = build_config(args, url)
+        if args.reboot:
+            refusal = reboot_refusal(config)
+            if refusal:
+                raise ConfigError(refusal)
         if args.config and not config.settings.so_reuseport:
             # NOTE: with so_reuseport several processes may share the port on purpose.
             s = config.settings
@@ -190,6 +238,8 @@ def run_serve(args: argparse.Namespace) -> int:
                   verbose=max(args.verbose, config.settings.verbose), quiet=args.quiet)
     for warning in config.warnings:
         log.warning("%s", warning)
+    if args.reboot:
+        log.warning("-R: no running process found on the Unix socket, booting normally")
     if args.user:
         error = drop_privileges(args.user)
         if error:
