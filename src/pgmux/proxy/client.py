@@ -138,6 +138,7 @@ class ClientConnection(FlowControlled):
         self.watch_session = False          # transaction/statement mode: look for SET & co
         self.pool_mode = "session"
         self.reading_paused = False
+        self.frozen = False
         self.writing_paused = False
         self.auth: Any = None
         self.admin: Any = None              # the admin console session, for db "pgbouncer"

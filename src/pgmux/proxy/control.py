@@ -1,5 +1,5 @@
-"""The operator's verbs over a running pooler (pause, resume, disable, reconnect, kill, wait_close,
-shutdown, reload) and the Unix signals that trigger them.
+"""The operator's verbs over a running pooler (pause, suspend, resume, disable, reconnect, kill,
+wait_close, shutdown, reload) and the Unix signals that trigger them.
 
 Owns the pause state (`paused`, `paused_dbs`; each pool core's `paused` is derived from them
 by sync_pause, its only writer), the disabled databases, the shutdown mode and pending waits.
@@ -70,6 +70,7 @@ class Control:
         self.pooler = pooler
         self.paused = False  # PAUSE, KILL (of everything), SHUTDOWN WAIT_FOR_SERVERS
         self.paused_dbs: set[str] = set()
+        self.suspended = False  # SUSPEND: no socket but the console's is read until RESUME
         self.disabled_dbs: set[str] = set()
         self.shutdown_mode: str | None = None
         self.stop: asyncio.Event | None = None
@@ -158,7 +159,7 @@ class Control:
     def pause(self, dbname: str | None = None, on_done: Done | None = None) -> None:
         """Stop handing out servers; on_done runs once every server of the target is released
         and closed (PgBouncer answers PAUSE only then)."""
-        if self.paused:
+        if self.paused or self.suspended:
             raise ControlError("already suspended/paused")
         if dbname is None:
             log.info("PAUSE command issued")
@@ -182,8 +183,62 @@ class Control:
                 return False
         return True
 
+    # ---- SUSPEND ------------------------------------------------------------------------
+    def suspend(self, on_done: Done | None = None) -> None:
+        """PgBouncer's SUSPEND: stop reading every client and server socket (console sessions
+        excepted; new connections are accepted but not read), and call on_done once every
+        socket's outgoing buffer is empty. Links stay as they are; RESUME carries on."""
+        if self.paused or self.paused_dbs or self.suspended:
+            raise ControlError("already suspended/paused")
+        if self.shutdown_mode is not None:
+            raise ControlError("pooler is shutting down")
+        log.info("SUSPEND command issued")
+        self.suspended = True
+        for end in self._socket_ends():
+            end.freeze()
+        self._when(self._flushed, on_done)
+
+    def _socket_ends(self) -> list[Any]:
+        """Every client (console sessions excepted) and server of this pooler."""
+        p = self.pooler
+        ends: list[Any] = [c for c in p.clients if c.admin is None]
+        for pool in p.pools.values():
+            ends.extend(pool.core.servers())
+        return ends
+
+    def _flushed(self) -> bool:
+        for end in self._socket_ends():
+            t = end.transport
+            if t is not None and not t.is_closing() and t.get_write_buffer_size():
+                return False
+        return True
+
+    def client_connected(self, client: ClientConnection) -> None:
+        """A new client while suspended is not read until RESUME (PgBouncer leaves it in the
+        listening socket's queue)."""
+        if self.suspended:
+            # NOTE: on the next turn of the loop: asyncio (3.11) starts reading a new
+            # transport only after connection_made, which would undo a pause made in it.
+            asyncio.get_running_loop().call_soon(self._freeze_new, client)
+
+    def _freeze_new(self, client: ClientConnection) -> None:
+        if self.suspended and client in self.pooler.clients:
+            client.freeze()
+
+    def _unsuspend(self) -> None:
+        log.info("RESUME command issued")
+        self.suspended = False
+        for end in self._socket_ends():
+            end.thaw()
+        for client in list(self.pooler.clients):
+            client.thaw()  # NOTE: a client that began its login as a console session
+
     def resume(self, dbname: str | None = None) -> None:
         p = self.pooler
+        if dbname is None and self.suspended:
+            self._unsuspend()
+            self._answer_waits()
+            return
         if dbname is None:
             log.info("RESUME command issued")
             if self.shutdown_mode is not None:
@@ -203,7 +258,10 @@ class Control:
             self.sync_pause(pool)
             if not pool.core.paused:
                 self._wake(pool)
-        # NOTE: a PAUSE still waiting for servers is answered now; there is nothing to wait for.
+        self._answer_waits()
+
+    def _answer_waits(self) -> None:
+        # NOTE: a PAUSE (or SUSPEND) still waiting is answered now; there is nothing to wait for.
         waits, self._waits = self._waits, []
         for _, on_done in waits:
             on_done()

@@ -122,6 +122,7 @@ class ServerConnection(FlowControlled):
         self.close_reason = ""    # why it was closed
         self.writing_paused = False
         self.reading_paused = False
+        self.frozen = False
         self._login_framer: Framer | None = Framer()
         self._login_auth: object | None = None
         self.local_port = 0
