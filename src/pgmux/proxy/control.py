@@ -420,13 +420,21 @@ class Control:
         p.apply_settings()
         p.listener.tune()
         p.login.auth.load_files()
+        server_tls_changed = tls.server_settings(old.settings) != tls.server_settings(settings)
         try:
             p.client_tls = tls.client_context(settings)
             p.server_tls = tls.server_context(settings)
         except (OSError, ValueError) as exc:
             log.error("RELOAD: TLS settings not applied: %s", exc)
+            server_tls_changed = False
         for pool in list(p.pools.values()):
             self._reconfigure(pool)
+            if server_tls_changed:
+                # NOTE: as PgBouncer: servers made with the old TLS settings are closed (idle
+                # ones now, linked ones when released) and new ones use the new settings.
+                self._tag_dirty(pool)
+        if server_tls_changed and p.pools:
+            log.info("server TLS settings changed: reconnecting all server connections")
         if any(db.pool_size == POOL_SIZE_AUTO for db in new.databases.values()):
             # NOTE: pool_size=auto is read from the server again on every RELOAD.
             p.spawn(self._resize_auto_pools())
