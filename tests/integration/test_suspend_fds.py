@@ -140,3 +140,29 @@ def test_show_fds_lists_pgbouncers_columns_with_real_descriptors(pgmux_factory: 
 def rows_as_stats(pgm: Pgmux) -> None:
     with admin(pgm, user="stats") as console:
         console.execute("SHOW FDS")
+
+
+def test_suspend_with_workers_freezes_every_worker(pgmux_factory: PgmuxFactory) -> None:
+    pgm = pgmux_factory(pgmux={"workers": 2})
+    clients: list[psycopg.Connection[Any]] = []
+    try:
+        with admin(pgm) as console:
+            # NOTE: clients until both workers hold some (the kernel spreads the accepts).
+            workers: set[int] = set()
+            while len(workers) < 2 and len(clients) < 30:
+                clients.append(psycopg.connect(pgm.dsn(), autocommit=True))
+                workers = {r["worker"] for r in console.execute("SHOW CLIENTS").fetchall()
+                           if r["database"] == "postgres"}
+            assert len(workers) == 2
+            console.execute("SUSPEND")
+            threads = [in_thread(lambda c=c: c.execute("select 1").fetchone())
+                       for c in clients]
+            time.sleep(0.5)
+            assert all(t.is_alive() for t, _ in threads)
+            console.execute("RESUME")
+        for t, out in threads:
+            t.join(10)
+            assert out == {"value": (1,)}
+    finally:
+        for c in clients:
+            c.close()
