@@ -256,7 +256,12 @@ def run_serve(args: argparse.Namespace) -> int:
             return 1
         _daemonize()
 
+    from pgmux import sdnotify
+
+    sdnotify.take()  # NOTE: after -d: only the process that serves speaks to systemd
+
     def ready(_pooler: Any) -> None:
+        sdnotify.ready("accepting connections")
         s = config.settings
         if embedded is not None or not args.config:
             host = s.listen_addr.split(",")[0].strip() or "127.0.0.1"
@@ -296,7 +301,8 @@ PRELOAD = ("pgmux.app", "pgmux.admin", "pgmux.stats.prometheus", "pgmux.stats.pe
            "pgmux.workers", "pgmux.workers.process", "pgmux.workers.supervisor",
            "pgmux.workers.console",
            "pgmux.proxy.pooler", "psycopg", "psycopg.rows", "ssl", "encodings.idna",
-           "encodings.utf_8", "encodings.latin_1", "logging.handlers", "pgmux.runtime")
+           "encodings.utf_8", "encodings.latin_1", "logging.handlers", "pgmux.runtime",
+           "pgmux.sdnotify")
 
 
 def setting_user_problem(user: str) -> str | None:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pgmux import sdnotify
 from pgmux.config import POOL_SIZE_AUTO, Config, ConfigError, diff, load_config
 from pgmux.config.reload import NOT_RELOADABLE
 from pgmux.config.settings import convert
@@ -151,6 +152,7 @@ class Control:
             server.disconnect(reason)
 
     def _exit(self, why: str) -> None:
+        sdnotify.stopping()
         if self.stop is not None and not self.stop.is_set():
             log.info("shutdown: %s, exiting", why)
             self.stop.set()
@@ -374,6 +376,7 @@ class Control:
             self._exit("immediate shutdown")
             return
         log.info("SHUTDOWN %s command issued", mode)
+        sdnotify.stopping()
         self.shutdown_mode = mode
         if mode == WAIT_FOR_SERVERS:
             self.paused = True
@@ -551,7 +554,9 @@ class Control:
 
     def _on_hup(self) -> None:
         log.info("got SIGHUP, re-reading config")
+        sdnotify.reloading()
         self.reload()
+        sdnotify.ready()
 
     def _on_shutdown_signal(self, name: str, mode: str) -> None:
         if self.shutdown_mode is not None:
