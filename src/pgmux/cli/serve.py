@@ -201,64 +201,25 @@ def _refusal(args: argparse.Namespace) -> str | None:
     return None
 
 
-def run_serve(args: argparse.Namespace) -> int:
-    url = args.url or (None if args.config else os.environ.get("DATABASE_URL"))
-    embedded: Any = None
-    refusal = _refusal(args)
-    if refusal:
-        print(f"pgmux: {refusal}", file=sys.stderr)
-        return 1
-    try:
-        if not args.config and not url:
-            embedded = _start_embedded(args)
-            url = embedded.url
-        config = build_config(args, url)
-        if args.reboot:
-            refusal = reboot_refusal(config)
-            if refusal:
-                raise ConfigError(refusal)
-        if args.config and not config.settings.so_reuseport:
-            # NOTE: with so_reuseport several processes may share the port on purpose.
-            s = config.settings
-            refusal = listen_problem(s.listen_addr, s.listen_port,
-                                     "; change listen_port or stop the other process")
-            if refusal:
-                raise ConfigError(refusal)
-    except (ConfigError, EmbeddedPostgresError) as exc:
-        print(f"pgmux: {exc}", file=sys.stderr)
-        if embedded is not None:
-            embedded.cleanup()
-        return 1
-    # NOTE: the pooler itself (and psycopg, uvloop, ssl) is imported only now: a bad file is
-    # refused before paying for it.
-    from pgmux import runtime
-    from pgmux.app import serve
-
-    setup_logging(config.settings.logfile or None,
-                  verbose=max(args.verbose, config.settings.verbose), quiet=args.quiet)
-    for warning in config.warnings:
-        log.warning("%s", warning)
+def _config_refusal(args: argparse.Namespace, config: Config) -> str | None:
+    """What the loaded configuration makes impossible: -R beside a running pooler, a port in
+    use."""
     if args.reboot:
-        log.warning("-R: no running process found on the Unix socket, booting normally")
-    if args.user:
-        error = drop_privileges(args.user)
-        if error:
-            print(f"pgmux: {error}", file=sys.stderr)
-            if embedded is not None:
-                embedded.cleanup()
-            return 1
-    if args.daemon:
-        # NOTE: as PgBouncer: a daemon needs somewhere to log and a pidfile to be found by.
+        refusal = reboot_refusal(config)
+        if refusal:
+            return refusal
+    if args.config and not config.settings.so_reuseport:
+        # NOTE: with so_reuseport several processes may share the port on purpose.
         s = config.settings
-        if not s.pidfile or not (s.logfile or s.syslog):
-            print("pgmux: in daemon mode, pidfile and logfile (or syslog) must be set",
-                  file=sys.stderr)
-            return 1
-        _daemonize()
+        return listen_problem(s.listen_addr, s.listen_port,
+                              "; change listen_port or stop the other process")
+    return None
 
+
+def _on_ready(args: argparse.Namespace, config: Config, embedded: Any) -> Any:
+    """What runs once the pooler listens: tell systemd, and in URL or embedded mode print
+    where to connect."""
     from pgmux import sdnotify
-
-    sdnotify.take()  # NOTE: after -d: only the process that serves speaks to systemd
 
     def ready(_pooler: Any) -> None:
         sdnotify.ready("accepting connections")
@@ -271,6 +232,66 @@ def run_serve(args: argparse.Namespace) -> int:
                   f"in {s.pool_mode} mode; connect to postgresql://postgres@{host}:"
                   f"{s.listen_port}/{db}", file=sys.stderr, flush=True)
             print(f"postgresql://postgres@{host}:{s.listen_port}/{db}", flush=True)
+
+    return ready
+
+
+def _become_service(args: argparse.Namespace, config: Config) -> str | None:
+    """Logging, -u and -d, in PgBouncer's order; an error text when one is impossible."""
+    setup_logging(config.settings.logfile or None,
+                  verbose=max(args.verbose, config.settings.verbose), quiet=args.quiet)
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    if args.reboot:
+        log.warning("-R: no running process found on the Unix socket, booting normally")
+    if args.user:
+        error = drop_privileges(args.user)
+        if error:
+            return error
+    if args.daemon:
+        # NOTE: as PgBouncer: a daemon needs somewhere to log and a pidfile to be found by.
+        s = config.settings
+        if not s.pidfile or not (s.logfile or s.syslog):
+            return "in daemon mode, pidfile and logfile (or syslog) must be set"
+        _daemonize()
+    return None
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    url = args.url or (None if args.config else os.environ.get("DATABASE_URL"))
+    embedded: Any = None
+    refusal = _refusal(args)
+    if refusal:
+        print(f"pgmux: {refusal}", file=sys.stderr)
+        return 1
+    try:
+        if not args.config and not url:
+            embedded = _start_embedded(args)
+            url = embedded.url
+        config = build_config(args, url)
+        refusal = _config_refusal(args, config)
+        if refusal:
+            raise ConfigError(refusal)
+    except (ConfigError, EmbeddedPostgresError) as exc:
+        print(f"pgmux: {exc}", file=sys.stderr)
+        if embedded is not None:
+            embedded.cleanup()
+        return 1
+    # NOTE: the pooler itself (and psycopg, uvloop, ssl) is imported only now: a bad file is
+    # refused before paying for it.
+    from pgmux import runtime
+    from pgmux.app import serve
+
+    error = _become_service(args, config)
+    if error:
+        print(f"pgmux: {error}", file=sys.stderr)
+        if embedded is not None:
+            embedded.cleanup()
+        return 1
+    from pgmux import sdnotify
+
+    sdnotify.take()  # NOTE: after -d: only the process that serves speaks to systemd
+    ready = _on_ready(args, config, embedded)
 
     def reload() -> Config:
         return build_config(args, url)
