@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.faults.wire import WireClient, query
 from tests.integration.adminutil import admin, wait_for
 from tests.integration.conftest import Pgmux, PgmuxFactory
 
@@ -166,3 +167,26 @@ def test_suspend_with_workers_freezes_every_worker(pgmux_factory: PgmuxFactory) 
     finally:
         for c in clients:
             c.close()
+
+
+def test_suspend_timeout_drops_a_client_that_does_not_read(pgmux_factory: PgmuxFactory) -> None:
+    # NOTE: PgBouncer's suspend_timeout: a socket whose buffer is not flushed in time is
+    # dropped, and SUSPEND answers.
+    pgm = pgmux_factory({"suspend_timeout": 1, "log_disconnections": 1})
+    slow = WireClient(pgm.port, rcvbuf=4096)
+    try:
+        slow.login()
+        slow.send(query("select repeat('x', 1000000) from generate_series(1, 64)"))
+        time.sleep(0.5)  # NOTE: pgmux's buffer towards the client fills; it reads nothing
+        with admin(pgm) as console:
+            started = time.monotonic()
+            console.execute("SUSPEND")
+            waited = time.monotonic() - started
+            assert 0.8 <= waited < 5, waited
+            console.execute("RESUME")
+        assert slow.closed_within(5)
+    finally:
+        slow.close()
+    assert "suspend_timeout" in pgm.logs()
+    with psycopg.connect(pgm.dsn(), autocommit=True) as c:
+        assert c.execute("select 1").fetchone() == (1,)

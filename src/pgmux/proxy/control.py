@@ -72,6 +72,7 @@ class Control:
         self.paused = False  # PAUSE, KILL (of everything), SHUTDOWN WAIT_FOR_SERVERS
         self.paused_dbs: set[str] = set()
         self.suspended = False  # SUSPEND: no socket but the console's is read until RESUME
+        self.suspend_deadline = 0.0  # suspend_timeout: a socket not flushed by then is dropped
         self.disabled_dbs: set[str] = set()
         self.shutdown_mode: str | None = None
         self.stop: asyncio.Event | None = None
@@ -196,6 +197,8 @@ class Control:
             raise ControlError("pooler is shutting down")
         log.info("SUSPEND command issued")
         self.suspended = True
+        timeout = self.pooler.settings.suspend_timeout
+        self.suspend_deadline = time.monotonic() + timeout if timeout > 0 else 0.0
         for end in self._socket_ends():
             end.freeze()
         self._when(self._flushed, on_done)
@@ -209,10 +212,15 @@ class Control:
         return ends
 
     def _flushed(self) -> bool:
+        """Every outgoing buffer empty; past suspend_timeout, the sockets still holding data
+        are dropped (PgBouncer's reason `suspend_timeout`)."""
+        late = bool(self.suspend_deadline) and time.monotonic() > self.suspend_deadline
         for end in self._socket_ends():
             t = end.transport
             if t is not None and not t.is_closing() and t.get_write_buffer_size():
-                return False
+                if not late:
+                    return False
+                end.disconnect("suspend_timeout")
         return True
 
     def client_connected(self, client: ClientConnection) -> None:
