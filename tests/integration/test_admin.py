@@ -65,6 +65,9 @@ PGBOUNCER_COLUMNS: dict[str, list[str]] = {
                    "sv_active_cancel", "sv_login"],
     "DNS_HOSTS": ["hostname", "ttl", "addrs"],
     "DNS_ZONES": ["zonename", "serial", "count"],
+    "FDS": ["fd", "task", "user", "database", "addr", "port", "cancel", "link",
+            "client_encoding", "std_strings", "datestyle", "timezone", "password",
+            "scram_client_key", "scram_server_key"],
 }
 
 

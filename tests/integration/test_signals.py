@@ -190,3 +190,22 @@ def test_daemon_needs_pidfile_and_logfile(pg: EmbeddedPostgres, tmp_path: Path) 
         os.kill(pid, signal.SIGQUIT)
     wait_for(lambda: not pidfile.exists())
     assert "process up" in logfile.read_text()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_second_sigint_exits_at_once(workers: int, pgmux_factory: PgmuxFactory) -> None:
+    # NOTE: PgBouncer 1.25: SIGINT is a safe shutdown (SHUTDOWN WAIT_FOR_SERVERS); one received
+    # while a shutdown is in progress is an immediate shutdown. With workers, the supervisor
+    # passes both to every worker.
+    pgm = pgmux_factory(pgmux={"workers": workers})
+    with psycopg.connect(pgm.dsn(), autocommit=True) as c:
+        c.execute("begin")
+        c.execute("select 1")
+        pgm.signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert pgm.proc.poll() is None, "exited while a transaction held a server"
+        pgm.signal(signal.SIGINT)
+        assert pgm.proc.wait(5) == 0
+        with pytest.raises(psycopg.OperationalError):
+            c.execute("select 2")
+    assert "got SIGINT while shutting down, fast exit" in pgm.logs()

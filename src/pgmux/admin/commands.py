@@ -42,7 +42,7 @@ def syntax_error(query: str) -> AdminError:
 HELP = (
     "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
     "\tSHOW PEERS|PEER_POOLS\n"
-    "\tSHOW SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE\n"
+    "\tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE\n"
     "\tSHOW DNS_HOSTS|DNS_ZONES\n"
     "\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
     "\tSET key = arg\n"
@@ -54,6 +54,7 @@ HELP = (
     "\tRECONNECT [<db>]\n"
     "\tKILL [<db>]\n"
     "\tKILL_CLIENT <client_id>\n"
+    "\tSUSPEND\n"
     "\tSHUTDOWN\n"
     "\tSHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS\n"
     "\tWAIT_CLOSE [<db>]"
@@ -78,6 +79,8 @@ def _show(ctx: Context, arg: str) -> Outcome:
         return Result("SHOW", (Column(what, "s"),), [(show.FAKE_PARAMS[what],)])
     if what == "help":
         return Result("SHOW", notice=("Console usage", HELP))
+    if what == "fds" and not ctx.is_admin:
+        raise AdminError("admin access needed")  # NOTE: as PgBouncer: cancel keys are in it
     spec = show.SHOWS[what]
     result = Result("SHOW", spec.columns, list(spec.rows(ctx.pooler)))
     if ctx.pooler.worker is not None and not ctx.local:
@@ -159,7 +162,8 @@ def _shutdown(ctx: Context, arg: str) -> Outcome:
 
 
 def _suspend(ctx: Context, arg: str) -> Outcome:
-    raise AdminError("SUSPEND is not supported: pgmux has no online restart")
+    control = ctx.pooler.control
+    return Deferred(lambda reply: control.suspend(lambda: reply(Result("SUSPEND"))))
 
 
 def _restart(ctx: Context, arg: str) -> Outcome:
@@ -186,7 +190,7 @@ COMMANDS: dict[str, Command] = {
     "select": Command(_show, admin_only=False),
     "show": Command(_show, admin_only=False),
     "shutdown": Command(_shutdown),
-    "suspend": Command(_suspend),
+    "suspend": Command(_suspend, everywhere=True),
     "wait_close": Command(_wait_close, everywhere=True),
 }
 

@@ -53,6 +53,9 @@ def numeric_binary(n: int) -> bytes:
 def encode_value(value: Any, column: Column, binary: bool) -> bytes | None:
     if value is None:
         return None
+    if column.kind == "b":
+        raw = bytes(value)
+        return raw if binary else b"\\x" + raw.hex().encode()
     if not binary or column.kind in ("s", "T"):
         return str(value).encode()
     if column.kind == "i":

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 Row = tuple[Any, ...]
 
-# Column kinds, as PgBouncer types them: text, int4, int8, numeric, timestamp-as-text.
-OIDS = {"s": 25, "i": 23, "q": 20, "N": 1700, "T": 25}
+# Column kinds, as PgBouncer types them: text, int4, int8, numeric, timestamp-as-text, bytea.
+OIDS = {"s": 25, "i": 23, "q": 20, "N": 1700, "T": 25, "b": 17}
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +267,67 @@ def active_sockets_rows(pooler: Pooler) -> Iterator[Row]:
     return _socket_rows(pooler, only_busy=True)
 
 
+# ---- SHOW FDS ---------------------------------------------------------------------------
+
+# NOTE: PgBouncer's columns; `password` and the SCRAM keys are what its -R hands to the next
+# process. pgmux has no -R and never shows a secret: they are NULL.
+FDS = cols("issssiqisssssbb", "fd", "task", "user", "database", "addr", "port", "cancel",
+           "link", "client_encoding", "std_strings", "datestyle", "timezone", "password",
+           "scram_client_key", "scram_server_key")
+
+
+def _fd(transport: Any) -> int | None:
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    return sock.fileno() if sock is not None else None
+
+
+def _cancel(key: tuple[int, int]) -> int:
+    """The 8-byte cancel key as one signed int8 (pid, then secret)."""
+    raw = b"".join((k & 0xFFFFFFFF).to_bytes(4, "big") for k in key)
+    return int.from_bytes(raw, "big", signed=True)
+
+
+def _fd_row(task: str, end: Any, user: str, db: str, params: dict[str, str],
+            key: tuple[int, int], link: Any) -> Row | None:
+    fd = _fd(end.transport)
+    if fd is None or fd < 0:
+        return None
+    if task == "client":
+        addr, port = end.addr, end.port
+    else:
+        peer = end.transport.get_extra_info("peername")
+        addr, port = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else (
+            "unix", end.pool.port)
+    return (fd, task, user, db, addr, port, _cancel(key),
+            _fd(link.transport) if link is not None else None,
+            params.get("client_encoding"), params.get("standard_conforming_strings"),
+            params.get("DateStyle"), params.get("TimeZone"), None, None, None)
+
+
+def fds_rows(pooler: Pooler) -> Iterator[Row]:
+    """PgBouncer's order: listening sockets, clients logging in, then per pool its clients
+    and servers; console sessions left out."""
+    for server in pooler.listener.servers:
+        for sock in getattr(server, "sockets", None) or ():
+            name = sock.getsockname()
+            addr, port = (name[0], name[1]) if isinstance(name, tuple) else (
+                "unix", pooler.settings.listen_port)
+            yield (sock.fileno(), "pooler", None, None, addr, port, 0, None, None, None,
+                   None, None, None, None, None)
+    ends: list[Row | None] = []
+    for c in sorted(pooler.clients, key=lambda c: c.connect_time):
+        if c.is_logging_in():
+            ends.append(_fd_row("client", c, c.user, c.dbname, c.params, c.cancel_key, None))
+    for pool in _pools(pooler):
+        for c, _ in _ordered_clients(pool):
+            ends.append(_fd_row("client", c, c.user, c.dbname, c.params, c.cancel_key,
+                                c.server))
+        for s, _ in _ordered_servers(pool):
+            ends.append(_fd_row("server", s, pool.server_user, pool.name, s.params,
+                                (s.pid, s.key), s.link))
+    yield from (row for row in ends if row is not None)
+
+
 # ---- SHOW DATABASES / USERS / PEERS -----------------------------------------------------
 
 DATABASES = cols("ssissiiiissiiiiii", "name", "host", "port", "database", "force_user",
@@ -461,9 +522,10 @@ STATE = cols("ss", "key", "value")
 
 
 def state_rows(pooler: Pooler) -> Iterator[Row]:
-    yield ("active", "no" if pooler.control.paused else "yes")
-    yield ("paused", "yes" if pooler.control.paused else "no")
-    yield ("suspended", "no")
+    ctl = pooler.control
+    yield ("active", "no" if ctl.paused or ctl.suspended else "yes")
+    yield ("paused", "yes" if ctl.paused else "no")
+    yield ("suspended", "yes" if ctl.suspended else "no")
 
 
 DNS_HOSTS = cols("sqs", "hostname", "ttl", "addrs")
@@ -512,6 +574,7 @@ SHOWS: dict[str, Show] = {
     "databases": Show(DATABASES, databases_rows),
     "dns_hosts": Show(DNS_HOSTS, _none),
     "dns_zones": Show(DNS_ZONES, _none),
+    "fds": Show(FDS, fds_rows),
     "lists": Show(LISTS, lists_rows),
     "mem": Show(MEM, mem_rows),
     "peer_pools": Show(PEER_POOLS, _none),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import platform
 import sys
 from collections.abc import Sequence
@@ -65,8 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def as_pgbouncer(argv0: str) -> bool:
+    """True when pgmux was started under PgBouncer's name (a `pgbouncer` link to `pgmux`), so
+    that `pgbouncer [-d] [-R] [-v] [-u user] pgbouncer.ini` and service files written for
+    PgBouncer run `pgmux serve` unchanged."""
+    name = os.path.basename(argv0).lower()
+    return name == "pgbouncer" or name.startswith("pgbouncer.")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+        if as_pgbouncer(sys.argv[0]):
+            argv = ["serve", *argv]
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

@@ -45,10 +45,18 @@ def register(sub: Any) -> None:
     p.add_argument("--pool-size", type=int, default=None,
                    help="URL/embedded mode: pool size (URL: 20; embedded: 75%% of the "
                         "server's usable connections)")
-    p.add_argument("-d", "--daemon", action="store_true", help="run in the background")
-    p.add_argument("-q", "--quiet", action="store_true", help="no logging to stderr")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
-    p.add_argument("-u", "--user", help="switch to this user at start (when root)")
+    p.add_argument("-d", "--daemon", action="store_true",
+                   help="run in the background (needs pidfile, and logfile or syslog)")
+    p.add_argument("-R", "--reboot", action="store_true",
+                   help="PgBouncer's online restart: not supported (deprecated in PgBouncer "
+                        "1.25 too); boots normally when nothing runs, else refuses and names "
+                        "the rolling restart that replaces it")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no logging to stderr (the logfile is still written)")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more logging; may be repeated")
+    p.add_argument("-u", "--user", metavar="USERNAME",
+                   help="switch to this user at start (when root)")
     p.add_argument("-V", "--version", action="version", version=version_line())
     p.set_defaults(func=run_serve)
 
@@ -143,8 +151,44 @@ def _start_embedded(args: argparse.Namespace) -> Any:
     return embedded
 
 
+# What -R answers when a pooler is running: PgBouncer 1.25 itself deprecates -R in favour of
+# this procedure (docs/operations.md).
+REBOOT_ALTERNATIVE = (
+    "for a restart that loses no client, start the new pgmux beside it with so_reuseport = 1 "
+    "and send SIGTERM to the old one (docs/operations.md, \"Upgrades and restarts\"), or use "
+    "RESTART on the console with [pgmux] workers > 1")
+
+
+def socket_answers(path: str) -> bool:
+    """True when something accepts connections on the Unix socket at path."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2)
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def reboot_refusal(config: Config) -> str | None:
+    """-R: PgBouncer takes the sockets over from the process found on the Unix socket; pgmux
+    cannot, so it refuses when one is there and boots normally otherwise (as PgBouncer does
+    when no process is running)."""
+    s = config.settings
+    if not s.unix_socket_dir:
+        return ("-R needs unix_socket_dir (PgBouncer's online restart goes through the Unix "
+                "socket); " + REBOOT_ALTERNATIVE)
+    path = os.path.join(s.unix_socket_dir, f".s.PGSQL.{s.listen_port}")
+    if socket_answers(path):
+        return (f"-R (online restart, taking over the sockets of the process on {path}) is "
+                f"not supported; {REBOOT_ALTERNATIVE}")
+    return None
+
+
 def _refusal(args: argparse.Namespace) -> str | None:
     """What makes the command impossible, found before anything is started."""
+    if args.reboot and not args.config:
+        return "-R needs a config file (pgmux serve -R pgbouncer.ini)"
     if args.user:
         import pwd
 
@@ -154,6 +198,62 @@ def _refusal(args: argparse.Namespace) -> str | None:
             return f"-u: no such user: {args.user}"
     if not args.config:
         return listen_problem(args.listen_addr, args.port, "; choose another with --port")
+    return None
+
+
+def _config_refusal(args: argparse.Namespace, config: Config) -> str | None:
+    """What the loaded configuration makes impossible: -R beside a running pooler, a port in
+    use."""
+    if args.reboot:
+        refusal = reboot_refusal(config)
+        if refusal:
+            return refusal
+    if args.config and not config.settings.so_reuseport:
+        # NOTE: with so_reuseport several processes may share the port on purpose.
+        s = config.settings
+        return listen_problem(s.listen_addr, s.listen_port,
+                              "; change listen_port or stop the other process")
+    return None
+
+
+def _on_ready(args: argparse.Namespace, config: Config, embedded: Any) -> Any:
+    """What runs once the pooler listens: tell systemd, and in URL or embedded mode print
+    where to connect."""
+    from pgmux import sdnotify
+
+    def ready(_pooler: Any) -> None:
+        sdnotify.ready("accepting connections")
+        s = config.settings
+        if embedded is not None or not args.config:
+            host = s.listen_addr.split(",")[0].strip() or "127.0.0.1"
+            host = "127.0.0.1" if host == "*" else host
+            db = next((n for n in config.databases if n != "*"), "postgres")
+            print(f"pgmux: pooling {'embedded PostgreSQL ' if embedded else ''}"
+                  f"in {s.pool_mode} mode; connect to postgresql://postgres@{host}:"
+                  f"{s.listen_port}/{db}", file=sys.stderr, flush=True)
+            print(f"postgresql://postgres@{host}:{s.listen_port}/{db}", flush=True)
+
+    return ready
+
+
+def _become_service(args: argparse.Namespace, config: Config) -> str | None:
+    """Logging, -u and -d, in PgBouncer's order; an error text when one is impossible."""
+    setup_logging(config.settings.logfile or None,
+                  verbose=max(args.verbose, config.settings.verbose), quiet=args.quiet)
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    if args.reboot:
+        log.warning("-R: no running process found on the Unix socket, booting normally")
+    if args.user:
+        error = drop_privileges(args.user)
+        if error:
+            return error
+    if args.daemon:
+        # NOTE: as PgBouncer: a daemon needs somewhere to log and a pidfile to be found by.
+        s = config.settings
+        if not s.pidfile or not (s.logfile or s.syslog):
+            return "in daemon mode, pidfile and logfile (or syslog) must be set"
+        _daemonize()
     return None
 
 
@@ -169,13 +269,9 @@ def run_serve(args: argparse.Namespace) -> int:
             embedded = _start_embedded(args)
             url = embedded.url
         config = build_config(args, url)
-        if args.config and not config.settings.so_reuseport:
-            # NOTE: with so_reuseport several processes may share the port on purpose.
-            s = config.settings
-            refusal = listen_problem(s.listen_addr, s.listen_port,
-                                     "; change listen_port or stop the other process")
-            if refusal:
-                raise ConfigError(refusal)
+        refusal = _config_refusal(args, config)
+        if refusal:
+            raise ConfigError(refusal)
     except (ConfigError, EmbeddedPostgresError) as exc:
         print(f"pgmux: {exc}", file=sys.stderr)
         if embedded is not None:
@@ -186,36 +282,16 @@ def run_serve(args: argparse.Namespace) -> int:
     from pgmux import runtime
     from pgmux.app import serve
 
-    setup_logging(config.settings.logfile or None,
-                  verbose=max(args.verbose, config.settings.verbose), quiet=args.quiet)
-    for warning in config.warnings:
-        log.warning("%s", warning)
-    if args.user:
-        error = drop_privileges(args.user)
-        if error:
-            print(f"pgmux: {error}", file=sys.stderr)
-            if embedded is not None:
-                embedded.cleanup()
-            return 1
-    if args.daemon:
-        # NOTE: as PgBouncer: a daemon needs somewhere to log and a pidfile to be found by.
-        s = config.settings
-        if not s.pidfile or not (s.logfile or s.syslog):
-            print("pgmux: in daemon mode, pidfile and logfile (or syslog) must be set",
-                  file=sys.stderr)
-            return 1
-        _daemonize()
+    error = _become_service(args, config)
+    if error:
+        print(f"pgmux: {error}", file=sys.stderr)
+        if embedded is not None:
+            embedded.cleanup()
+        return 1
+    from pgmux import sdnotify
 
-    def ready(_pooler: Any) -> None:
-        s = config.settings
-        if embedded is not None or not args.config:
-            host = s.listen_addr.split(",")[0].strip() or "127.0.0.1"
-            host = "127.0.0.1" if host == "*" else host
-            db = next((n for n in config.databases if n != "*"), "postgres")
-            print(f"pgmux: pooling {'embedded PostgreSQL ' if embedded else ''}"
-                  f"in {s.pool_mode} mode; connect to postgresql://postgres@{host}:"
-                  f"{s.listen_port}/{db}", file=sys.stderr, flush=True)
-            print(f"postgresql://postgres@{host}:{s.listen_port}/{db}", flush=True)
+    sdnotify.take()  # NOTE: after -d: only the process that serves speaks to systemd
+    ready = _on_ready(args, config, embedded)
 
     def reload() -> Config:
         return build_config(args, url)
@@ -246,7 +322,8 @@ PRELOAD = ("pgmux.app", "pgmux.admin", "pgmux.stats.prometheus", "pgmux.stats.pe
            "pgmux.workers", "pgmux.workers.process", "pgmux.workers.supervisor",
            "pgmux.workers.console",
            "pgmux.proxy.pooler", "psycopg", "psycopg.rows", "ssl", "encodings.idna",
-           "encodings.utf_8", "encodings.latin_1", "logging.handlers", "pgmux.runtime")
+           "encodings.utf_8", "encodings.latin_1", "logging.handlers", "pgmux.runtime",
+           "pgmux.sdnotify")
 
 
 def setting_user_problem(user: str) -> str | None:

@@ -138,6 +138,7 @@ class ClientConnection(FlowControlled):
         self.watch_session = False          # transaction/statement mode: look for SET & co
         self.pool_mode = "session"
         self.reading_paused = False
+        self.frozen = False
         self.writing_paused = False
         self.auth: Any = None
         self.admin: Any = None              # the admin console session, for db "pgbouncer"
@@ -284,8 +285,10 @@ class ClientConnection(FlowControlled):
         ls = server.link_state
         if ls.client_batch(msgs):
             now = server.query_start = self.pooler.now
-            if ls.status == _STATUS_IDLE:
-                server.xact_start = now  # NOTE: a transaction begins (transaction_timeout)
+            if ls.status == _STATUS_IDLE or not server.xact_start:
+                # NOTE: a transaction begins: transaction_timeout counts from here, and its
+                # ReadyForQuery with status I ends it (SHOW STATS, server.ready)
+                server.xact_start = now
         if named:
             assert stmts is not None and server_stmts is not None
             try:

@@ -1,5 +1,5 @@
-"""The operator's verbs over a running pooler (pause, resume, disable, reconnect, kill, wait_close,
-shutdown, reload) and the Unix signals that trigger them.
+"""The operator's verbs over a running pooler (pause, suspend, resume, disable, reconnect, kill,
+wait_close, shutdown, reload) and the Unix signals that trigger them.
 
 Owns the pause state (`paused`, `paused_dbs`; each pool core's `paused` is derived from them
 by sync_pause, its only writer), the disabled databases, the shutdown mode and pending waits.
@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pgmux import sdnotify
 from pgmux.config import POOL_SIZE_AUTO, Config, ConfigError, diff, load_config
 from pgmux.config.reload import NOT_RELOADABLE
 from pgmux.config.settings import convert
@@ -70,6 +71,8 @@ class Control:
         self.pooler = pooler
         self.paused = False  # PAUSE, KILL (of everything), SHUTDOWN WAIT_FOR_SERVERS
         self.paused_dbs: set[str] = set()
+        self.suspended = False  # SUSPEND: no socket but the console's is read until RESUME
+        self.suspend_deadline = 0.0  # suspend_timeout: a socket not flushed by then is dropped
         self.disabled_dbs: set[str] = set()
         self.shutdown_mode: str | None = None
         self.stop: asyncio.Event | None = None
@@ -150,6 +153,7 @@ class Control:
             server.disconnect(reason)
 
     def _exit(self, why: str) -> None:
+        sdnotify.stopping()
         if self.stop is not None and not self.stop.is_set():
             log.info("shutdown: %s, exiting", why)
             self.stop.set()
@@ -158,7 +162,7 @@ class Control:
     def pause(self, dbname: str | None = None, on_done: Done | None = None) -> None:
         """Stop handing out servers; on_done runs once every server of the target is released
         and closed (PgBouncer answers PAUSE only then)."""
-        if self.paused:
+        if self.paused or self.suspended:
             raise ControlError("already suspended/paused")
         if dbname is None:
             log.info("PAUSE command issued")
@@ -182,8 +186,69 @@ class Control:
                 return False
         return True
 
+    # ---- SUSPEND ------------------------------------------------------------------------
+    def suspend(self, on_done: Done | None = None) -> None:
+        """PgBouncer's SUSPEND: stop reading every client and server socket (console sessions
+        excepted; new connections are accepted but not read), and call on_done once every
+        socket's outgoing buffer is empty. Links stay as they are; RESUME carries on."""
+        if self.paused or self.paused_dbs or self.suspended:
+            raise ControlError("already suspended/paused")
+        if self.shutdown_mode is not None:
+            raise ControlError("pooler is shutting down")
+        log.info("SUSPEND command issued")
+        self.suspended = True
+        timeout = self.pooler.settings.suspend_timeout
+        self.suspend_deadline = time.monotonic() + timeout if timeout > 0 else 0.0
+        for end in self._socket_ends():
+            end.freeze()
+        self._when(self._flushed, on_done)
+
+    def _socket_ends(self) -> list[Any]:
+        """Every client (console sessions excepted) and server of this pooler."""
+        p = self.pooler
+        ends: list[Any] = [c for c in p.clients if c.admin is None]
+        for pool in p.pools.values():
+            ends.extend(pool.core.servers())
+        return ends
+
+    def _flushed(self) -> bool:
+        """Every outgoing buffer empty; past suspend_timeout, the sockets still holding data
+        are dropped (PgBouncer's reason `suspend_timeout`)."""
+        late = bool(self.suspend_deadline) and time.monotonic() > self.suspend_deadline
+        for end in self._socket_ends():
+            t = end.transport
+            if t is not None and not t.is_closing() and t.get_write_buffer_size():
+                if not late:
+                    return False
+                end.disconnect("suspend_timeout")
+        return True
+
+    def client_connected(self, client: ClientConnection) -> None:
+        """A new client while suspended is not read until RESUME (PgBouncer leaves it in the
+        listening socket's queue)."""
+        if self.suspended:
+            # NOTE: on the next turn of the loop: asyncio (3.11) starts reading a new
+            # transport only after connection_made, which would undo a pause made in it.
+            asyncio.get_running_loop().call_soon(self._freeze_new, client)
+
+    def _freeze_new(self, client: ClientConnection) -> None:
+        if self.suspended and client in self.pooler.clients:
+            client.freeze()
+
+    def _unsuspend(self) -> None:
+        log.info("RESUME command issued")
+        self.suspended = False
+        for end in self._socket_ends():
+            end.thaw()
+        for client in list(self.pooler.clients):
+            client.thaw()  # NOTE: a client that began its login as a console session
+
     def resume(self, dbname: str | None = None) -> None:
         p = self.pooler
+        if dbname is None and self.suspended:
+            self._unsuspend()
+            self._answer_waits()
+            return
         if dbname is None:
             log.info("RESUME command issued")
             if self.shutdown_mode is not None:
@@ -203,7 +268,10 @@ class Control:
             self.sync_pause(pool)
             if not pool.core.paused:
                 self._wake(pool)
-        # NOTE: a PAUSE still waiting for servers is answered now; there is nothing to wait for.
+        self._answer_waits()
+
+    def _answer_waits(self) -> None:
+        # NOTE: a PAUSE (or SUSPEND) still waiting is answered now; there is nothing to wait for.
         waits, self._waits = self._waits, []
         for _, on_done in waits:
             on_done()
@@ -316,6 +384,7 @@ class Control:
             self._exit("immediate shutdown")
             return
         log.info("SHUTDOWN %s command issued", mode)
+        sdnotify.stopping()
         self.shutdown_mode = mode
         if mode == WAIT_FOR_SERVERS:
             self.paused = True
@@ -362,13 +431,21 @@ class Control:
         p.apply_settings()
         p.listener.tune()
         p.login.auth.load_files()
+        server_tls_changed = tls.server_settings(old.settings) != tls.server_settings(settings)
         try:
             p.client_tls = tls.client_context(settings)
             p.server_tls = tls.server_context(settings)
         except (OSError, ValueError) as exc:
             log.error("RELOAD: TLS settings not applied: %s", exc)
+            server_tls_changed = False
         for pool in list(p.pools.values()):
             self._reconfigure(pool)
+            if server_tls_changed:
+                # NOTE: as PgBouncer: servers made with the old TLS settings are closed (idle
+                # ones now, linked ones when released) and new ones use the new settings.
+                self._tag_dirty(pool)
+        if server_tls_changed and p.pools:
+            log.info("server TLS settings changed: reconnecting all server connections")
         if any(db.pool_size == POOL_SIZE_AUTO for db in new.databases.values()):
             # NOTE: pool_size=auto is read from the server again on every RELOAD.
             p.spawn(self._resize_auto_pools())
@@ -485,7 +562,9 @@ class Control:
 
     def _on_hup(self) -> None:
         log.info("got SIGHUP, re-reading config")
+        sdnotify.reloading()
         self.reload()
+        sdnotify.ready()
 
     def _on_shutdown_signal(self, name: str, mode: str) -> None:
         if self.shutdown_mode is not None:

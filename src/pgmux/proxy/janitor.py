@@ -167,7 +167,8 @@ class Janitor:
                 continue
             reason = limits.linked_timeout(
                 busy, in_tx, now - server.query_start if server.query_start else 0.0,
-                now - client.request_time, now - server.xact_start, query_timeout, idle_tx,
+                now - client.request_time,
+                now - server.xact_start if server.xact_start else 0.0, query_timeout, idle_tx,
                 xact)
             if reason is not None:
                 server.disconnect(reason)

@@ -89,6 +89,7 @@ class Links:
             stats.wait_time += int((now - client.wait_start) * 1_000_000)
         server.link_time = now
         server.request_time = now
+        server.query_start = server.xact_start = 0.0  # NOTE: nothing of a previous client's
         client.server = server
         server.link = client
         if self.pooler.debug:
@@ -295,12 +296,8 @@ class Links:
     def release(self, client: ClientConnection, server: ServerConnection, discard: bool) -> None:
         """Unlink at the end of a transaction and give the server to the next client."""
         now = self.pooler.now
-        stats = server.pool.stats
-        stats.xact_count += 1
-        stats.xact_time += int((now - server.link_time) * 1_000_000)
-        if server.query_start:
-            stats.query_time += int((now - server.query_start) * 1_000_000)
-            server.query_start = 0.0
+        # NOTE: transactions and queries are counted at their ReadyForQuery (server.ready).
+        server.query_start = server.xact_start = 0.0
         client.server = None
         server.link = None
         server.request_time = now

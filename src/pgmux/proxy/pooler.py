@@ -198,6 +198,7 @@ class Pooler:
     # ---- the registry of clients ----------------------------------------------------------
     def client_connected(self, client: ClientConnection) -> None:
         self.clients.add(client)
+        self.control.client_connected(client)
         # NOTE: max_client_conn is checked after the startup packet (proxy/login.py).
 
     def client_closed(self, client: ClientConnection, reason: str) -> None:

@@ -43,6 +43,7 @@ _N: Final = m.B_NOTICE
 _A: Final = m.B_NOTIFICATION
 _D: Final = m.B_DATA_ROW
 _ANSWER: Final = m.byte_table(ANSWER_TYPES)
+_IDLE: Final = 73  # ReadyForQuery status 'I': no transaction open
 
 
 def transient_error(sqlstate: str) -> bool:
@@ -97,8 +98,10 @@ class ServerConnection(FlowControlled):
         self.connect_time = now
         self.request_time = now   # last time it was handed out or used
         self.link_time = now
-        self.query_start = 0.0
-        self.xact_start = now     # first query of the transaction now open (transaction_timeout)
+        self.query_start = 0.0  # when the query now running began; 0 when none runs
+        # NOTE: when the transaction now open began (transaction_timeout, SHOW STATS); 0 when
+        # none is open
+        self.xact_start = 0.0
         self.checked_at = 0.0     # last server_check_query while idle
         # NOTE: the host (of a host= list) and port this server connects to, chosen by
         # proxy/launch.py; its log prefix and cancel requests use them.
@@ -122,6 +125,7 @@ class ServerConnection(FlowControlled):
         self.close_reason = ""    # why it was closed
         self.writing_paused = False
         self.reading_paused = False
+        self.frozen = False
         self._login_framer: Framer | None = Framer()
         self._login_auth: object | None = None
         self.local_port = 0
@@ -188,8 +192,7 @@ class ServerConnection(FlowControlled):
                 # NOTE: the hot path: nothing to rewrite; usually one ReadyForQuery.
                 for t, msg, _ in events:
                     if t == _Z:
-                        self.pool.stats.query_count += 1
-                        release = self.link_state.ready(msg[5])
+                        release = self.ready(msg[5])
                     else:
                         self._note(t, msg)
         if client is None:
@@ -240,8 +243,7 @@ class ServerConnection(FlowControlled):
                 assert pieces is not None
                 pieces.append(msg)
             if t == _Z:
-                self.pool.stats.query_count += 1
-                release = self.link_state.ready(msg[5])
+                release = self.ready(msg[5])
             else:
                 self._note(t, msg)
         if pieces is not None:
@@ -249,6 +251,25 @@ class ServerConnection(FlowControlled):
                 pieces.append(out[last:])
             out = b"".join(pieces)
         return out, release
+
+    def ready(self, status: int) -> bool:
+        """ReadyForQuery from the server, counted as PgBouncer counts: a query per
+        ReadyForQuery, its time since the query began; a transaction when the status is back
+        to idle, its time (idle in transaction included) since it began. True when the link
+        may be released."""
+        stats = self.pool.stats
+        stats.query_count += 1
+        now = self.pooler.now
+        release = self.link_state.ready(status)
+        if self.query_start:
+            stats.query_time += int((now - self.query_start) * 1_000_000)
+            # NOTE: a pipelined query still outstanding runs from now (query_timeout too).
+            self.query_start = now if self.link_state.outstanding else 0.0
+        if status == _IDLE and self.xact_start:
+            stats.xact_count += 1
+            stats.xact_time += int((now - self.xact_start) * 1_000_000)
+            self.xact_start = 0.0
+        return release
 
     def _note(self, t: int, msg: bytes) -> None:
         """What a watched message other than ReadyForQuery tells about this server."""

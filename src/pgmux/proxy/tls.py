@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 from typing import Any
+
+log = logging.getLogger("pgmux")
 
 # sslmode values that refuse a plain-text peer.
 REQUIRED = frozenset(("require", "verify-ca", "verify-full"))
@@ -30,6 +33,18 @@ def _ciphers(ctx: ssl.SSLContext, spec: str) -> None:
         ctx.set_ciphers(spec)
 
 
+def _tls13_ciphers(name: str, spec: str) -> None:
+    """client_tls13_ciphers / server_tls13_ciphers: Python's ssl module has no call for the
+    TLS 1.3 cipher suites (OpenSSL's SSL_CTX_set_ciphersuites), so a value is said, not
+    silently dropped (a named difference, docs/operations.md)."""
+    if spec and spec.strip().lower() not in ("default", ""):
+        log.warning("%s = %s is not applied: pgmux cannot choose TLS 1.3 cipher suites "
+                    "(Python's ssl module); OpenSSL's defaults are used. Set Ciphersuites "
+                    "in an OpenSSL configuration file (OPENSSL_CONF) to change them, or "
+                    "exclude TLS 1.3 with %s_protocols", name, spec, name.split("_")[0]
+                    + "_tls")
+
+
 def client_context(settings: Any) -> ssl.SSLContext | None:
     """The context pgmux serves TLS to clients with, or None when client TLS is off."""
     mode = settings.client_tls_sslmode
@@ -39,6 +54,7 @@ def client_context(settings: Any) -> ssl.SSLContext | None:
     ctx.load_cert_chain(settings.client_tls_cert_file, settings.client_tls_key_file or None)
     _protocols(ctx, settings.client_tls_protocols)
     _ciphers(ctx, settings.client_tls_ciphers)
+    _tls13_ciphers("client_tls13_ciphers", settings.client_tls13_ciphers)
     if mode in ("verify-ca", "verify-full"):
         # NOTE: for clients, verify-* means a client certificate signed by client_tls_ca_file.
         ctx.verify_mode = ssl.CERT_REQUIRED
@@ -49,6 +65,17 @@ def client_context(settings: Any) -> ssl.SSLContext | None:
     return ctx
 
 
+# The settings a server connection's TLS is made from: a RELOAD that changes one of them
+# reconnects every server (proxy/control.py).
+SERVER_SETTINGS = ("server_tls_sslmode", "server_tls_ca_file", "server_tls_cert_file",
+                   "server_tls_key_file", "server_tls_protocols", "server_tls_ciphers",
+                   "server_tls13_ciphers")
+
+
+def server_settings(settings: Any) -> tuple[Any, ...]:
+    return tuple(getattr(settings, name) for name in SERVER_SETTINGS)
+
+
 def server_context(settings: Any) -> ssl.SSLContext | None:
     """The context pgmux uses towards PostgreSQL, or None when server TLS is off."""
     mode = settings.server_tls_sslmode
@@ -57,6 +84,7 @@ def server_context(settings: Any) -> ssl.SSLContext | None:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     _protocols(ctx, settings.server_tls_protocols)
     _ciphers(ctx, settings.server_tls_ciphers)
+    _tls13_ciphers("server_tls13_ciphers", settings.server_tls13_ciphers)
     if mode in ("verify-ca", "verify-full"):
         ctx.check_hostname = mode == "verify-full"
         ctx.verify_mode = ssl.CERT_REQUIRED

@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pgmux import sdnotify
 from pgmux.config import Config, ConfigError
 from pgmux.proxy import listen
 from pgmux.workers import WorkerInfo, rpc
@@ -226,6 +227,8 @@ class Supervisor:
             os.read(worker.ready_fd, 16)
         os.close(worker.ready_fd)
         worker.ready_fd = None
+        if not self.ever_ready:
+            sdnotify.ready(f"accepting connections ({len(self.workers)} workers)")
         worker.ready = self.ever_ready = True
         if self.replacement is not None and self.replacement[1] == worker.pid:
             old = self.replacement[0]
@@ -290,8 +293,11 @@ class Supervisor:
             return
         name = signal.Signals(sig).name
         if sig == signal.SIGHUP:
+            sdnotify.reloading()
             self._reload()
+            sdnotify.ready()  # NOTE: the workers reload on their own, as they get the signal
         elif sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+            sdnotify.stopping()
             self._stop(sig)
             return
         log.info("got %s, passing it to %d workers", name, len(self.workers))

@@ -10,9 +10,10 @@ Row = tuple[Any, ...]
 
 # SHOWs whose rows belong to one worker each: the rows of all workers, a `worker` column added.
 PER_WORKER = ("clients", "servers", "sockets", "active_sockets", "workers")
-# SHOWs that only say something about the process asked (settings, version, ...).
+# SHOWs that only say something about the process asked (settings, version, ...; FDS: file
+# descriptor numbers mean nothing outside their process).
 LOCAL = ("config", "version", "state", "peers", "peer_pools", "dns_hosts", "dns_zones", "mem",
-         "help")
+         "help", "fds")
 
 
 def _num(value: Any) -> int:
