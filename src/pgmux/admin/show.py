@@ -161,7 +161,7 @@ def client_row(pooler: Pooler, client: ClientConnection, state: str, now: float,
     wait_s, wait_us = _secs_us(waited)
     unix = client.addr == "unix"
     row: Row = (
-        "C", client.user or "(nouser)", client.dbname or "(nodb)", "none", state,
+        "C", client.user or "(nouser)", client.dbname or "(nodb)", client.replication, state,
         client.addr, client.port,
         "unix" if unix else client.local_addr,
         pooler.settings.listen_port if unix else client.local_port,

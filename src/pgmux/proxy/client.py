@@ -100,9 +100,9 @@ class ClientConnection(FlowControlled):
                  "cancel_key", "client_state", "close_reason", "connect_time", "dbname", "early",
                  "framer", "ident", "local_addr", "local_port", "params", "pending",
                  "pending_bytes", "pending_needs_server", "phase", "pool", "pool_mode", "pooler",
-                 "port", "request_time", "scram_keys", "server", "session", "sql_prepared",
-                 "startup", "startup_state", "stmts", "tls", "user", "wait_notified",
-                 "wait_start",
+                 "port", "replication", "request_time", "scram_keys", "server", "session",
+                 "sql_prepared", "startup", "startup_state", "stmts", "tls", "user",
+                 "wait_notified", "wait_start",
                  "wants_session", "watch_session")
 
     def __init__(self, pooler: Pooler) -> None:
@@ -155,6 +155,9 @@ class ClientConnection(FlowControlled):
         self.session = EMPTY
         self.startup_state = EMPTY
         self.wants_session = False  # asked for session pooling for itself alone
+        # NOTE: "physical"/"logical": a replication client, its server its own for its whole
+        # life (proxy/replication.py); SHOW CLIENTS' `replication` column.
+        self.replication = "none"
 
     def is_logging_in(self) -> bool:
         return self.phase in LOGIN_PHASES

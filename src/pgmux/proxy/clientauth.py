@@ -132,7 +132,8 @@ class ClientAuth:
             return Method(auth_type)
         rule = match_hba(self.hba or HbaFile((), ()), unix=client.addr == "unix",
                          tls=client.tls, database=client.dbname, user=client.user,
-                         address=None if client.addr == "unix" else client.addr)
+                         address=None if client.addr == "unix" else client.addr,
+                         replication=client.replication)
         if rule is None:
             return None
         return Method(rule.method, rule.map_name)

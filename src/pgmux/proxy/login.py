@@ -15,7 +15,7 @@ import struct
 import sys
 from typing import TYPE_CHECKING
 
-from pgmux.auth import AuthError, ClientAuthenticator
+from pgmux.auth import REPLICATION_NONE, AuthError, ClientAuthenticator, parse_replication
 from pgmux.config import DatabaseConfig
 from pgmux.protocol import messages as m
 from pgmux.protocol.prepared import ClientStatements
@@ -23,6 +23,7 @@ from pgmux.protocol.state import state
 from pgmux.proxy import limits, tls
 from pgmux.proxy.client import Phase as ClientPhase
 from pgmux.proxy.clientauth import CONFIG_ERROR, NO_METHOD, ClientAuth, Method
+from pgmux.proxy.replication import ReplicationLink
 
 if TYPE_CHECKING:
     from pgmux.pool.pool import Pool
@@ -111,6 +112,21 @@ class Login:
         if s.client_tls_sslmode in tls.REQUIRED and not client.tls and client.addr != "unix":
             client.fatal("SSL required", "28000")
             return
+        replication = params.get("replication")
+        if replication is not None:
+            kind = parse_replication(replication)
+            if kind is None:
+                # NOTE: PostgreSQL's words for a value it does not take.
+                client.fatal(f'invalid value for parameter "replication": "{replication}"',
+                             "22023")
+                return
+            if kind != REPLICATION_NONE:
+                # NOTE: its server is its own: every startup parameter goes to it as sent
+                # (proxy/replication.py), none is checked or tracked here.
+                client.replication = kind
+                self.pooler.replication[client] = params
+                self._user_and_db(client, params, {})
+                return
         ignored = {p.lower() for p in s.ignore_startup_parameters}
         # NOTE: with session_state = track, any other setting (in `options` or as a startup
         # parameter) becomes part of the client's session and is applied on every server it
@@ -161,6 +177,12 @@ class Login:
                 return
         if gucs:
             client.startup_state = client.session = state(gucs)
+        self._user_and_db(client, params, startup)
+
+    def _user_and_db(self, client: ClientConnection, params: dict[str, str],
+                     startup: dict[str, str]) -> None:
+        """The rest of the startup packet: who, which database, and may they come in."""
+        s = self.pooler.settings
         user = params.get("user", "")
         if not user:
             client.fatal("no username supplied")
@@ -177,14 +199,14 @@ class Login:
         if len(self.pooler.clients) > s.max_client_conn and dbname != "pgbouncer":
             client.fatal(limits.MAX_CLIENT_CONN, limits.REFUSAL_SQLSTATE)
             return
-        if params.get("replication"):
-            client.fatal("replication connections are not supported")
-            return
         refusal = self.pooler.control.refuse_login(dbname)
         if refusal is not None:
             self.refuse(client, *refusal)
             return
         if dbname == "pgbouncer" and self.pooler.admin_factory is not None:
+            if client.replication != REPLICATION_NONE:
+                client.fatal("replication connections are not allowed to the admin console")
+                return
             self._authenticate(client, None, admin=True)
             return
         # NOTE: as in PgBouncer, an unknown database is refused only after the client has
@@ -292,15 +314,16 @@ class Login:
 
     def client_authenticated(self, client: ClientConnection, admin: bool) -> None:
         if self.pooler.settings.log_connections:
-            log.info("%s login attempt: db=%s user=%s tls=%s replication=no", client.prefix(),
-                     client.dbname, client.user, "yes" if client.tls else "no")
+            log.info("%s login attempt: db=%s user=%s tls=%s replication=%s", client.prefix(),
+                     client.dbname, client.user, "yes" if client.tls else "no",
+                     "no" if client.replication == REPLICATION_NONE else client.replication)
         if admin:
             assert self.pooler.admin_factory is not None
             client.admin = self.pooler.admin_factory(self.pooler, client)
             if client.phase is ClientPhase.CLOSED:
                 return  # NOTE: the console refused this user ("not allowed")
             client.ready(m.parameter_status_block(client.admin.welcome()),
-                         self._new_key(client))
+                         self.new_key(client))
             return
         db = self.pooler.config.database(client.dbname)
         if db is None:
@@ -316,6 +339,9 @@ class Login:
             # NOTE: PgBouncer's SCRAM pass-through: the client's keys log us into the server.
             pool.scram_keys = client.scram_keys
         client.pool = pool
+        if client.replication != REPLICATION_NONE:
+            self._replicate(client, pool)
+            return
         # NOTE: `-c pgmux.pool_mode=session`: a client that needs a real session gets one.
         client.adopt_mode("session" if client.wants_session else pool.pool_mode)
         if pool.welcome is not None:
@@ -353,6 +379,19 @@ class Login:
         client.fatal(refusal, limits.REFUSAL_SQLSTATE)
         return False
 
+    def _replicate(self, client: ClientConnection, pool: Pool) -> None:
+        """A replication client: session mode, and a server of its own, logged in with its
+        startup parameters; the welcome is that server's."""
+        params = self.pooler.replication.get(client)
+        if not isinstance(params, dict):
+            client.fatal("replication login lost its startup parameters")
+            return
+        client.adopt_mode("session")
+        client.await_welcome()
+        link = ReplicationLink(self.pooler, client, pool, params)
+        self.pooler.replication[client] = link
+        link.start()
+
     def _welcome_or_fail(self, client: ClientConnection, pool: Pool, error: str | None) -> None:
         if client.phase is not ClientPhase.WELCOME:
             return
@@ -379,9 +418,9 @@ class Login:
         if client.pool_mode != "session" and self.pooler.settings.max_prepared_statements > 0:
             client.stmts = ClientStatements(self.pooler.prepared_registry)
         pool.core.add_client(client)
-        client.ready(block, self._new_key(client))
+        client.ready(block, self.new_key(client))
 
-    def _new_key(self, client: ClientConnection) -> tuple[int, int]:
+    def new_key(self, client: ClientConnection) -> tuple[int, int]:
         while True:
             # NOTE: one getrandom() per 512 connections instead of one per connection.
             pos = self._key_pos

@@ -91,6 +91,9 @@ class Pooler:
         # path does not call monotonic() at every step.
         self.now = monotonic()
         self.prepared_registry = PreparedRegistry()
+        # NOTE: replication clients and their own server (proxy/replication.py), which
+        # closes with its client.
+        self.replication: dict[ClientConnection, Any] = {}
         self.tracked_params: frozenset[str] = frozenset()
         self.tracked_canonical: dict[str, str] = {}
         self.reset_always = False
@@ -204,6 +207,10 @@ class Pooler:
     def client_closed(self, client: ClientConnection, reason: str) -> None:
         self.clients.discard(client)
         self.login.forget_key(client)
+        if self.replication:
+            link = self.replication.pop(client, None)
+            if link is not None and not isinstance(link, dict):
+                link.close(reason, client_gone=True)
         if self.settings.log_disconnections:
             log.info("%s closing because: %s (age=%ds)", client.prefix(), reason,
                      int(monotonic() - client.connect_time))
