@@ -16,6 +16,7 @@ from pgmux.config.reload import NOT_RELOADABLE
 from pgmux.config.settings import Settings
 from pgmux.pool.core import ClientState, ServerState
 from pgmux.protocol.state import PIN_SESSION
+from pgmux.proxy.client import Phase
 from pgmux.proxy.clientauth import peer_credentials
 from pgmux.proxy.control import ADMIN_DB, wall_clock
 from pgmux.stats import period
@@ -230,6 +231,10 @@ def clients_rows(pooler: Pooler) -> Iterator[Row]:
     for pool in _pools(pooler):
         for c, state in _ordered_clients(pool):
             yield client_row(pooler, c, state, now, False)
+    # NOTE: replication clients are in no pool's lists: their server is their own.
+    for c in sorted(pooler.replication, key=lambda c: c.connect_time):
+        yield client_row(pooler, c, "active" if c.phase is Phase.READY else "waiting", now,
+                         False)
 
 
 def servers_rows(pooler: Pooler) -> Iterator[Row]:

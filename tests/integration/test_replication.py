@@ -1,0 +1,148 @@
+"""Replication connections through pgmux (PgBouncer 1.23+): pg_basebackup, pg_receivewal,
+pg_recvlogical and a psycopg walsender connection, each on a server of its own that is never
+pooled; a role without REPLICATION gets the server's own refusal."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pgmux.embedded import EmbeddedPostgres
+from tests.integration.adminutil import rows as admin_rows
+from tests.integration.conftest import Pgmux, PgmuxFactory
+
+_HBA = [
+    "host replication postgres 127.0.0.1/32 trust",
+    "host replication norepl 127.0.0.1/32 trust",
+    "host all norepl 127.0.0.1/32 trust",
+]
+
+
+@pytest.fixture(scope="module")
+def repl_pg() -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL of its own with wal_level=logical and replication lines in pg_hba.conf."""
+    server = EmbeddedPostgres(max_connections=20, hba_lines=_HBA, settings={
+        "wal_level": "logical", "max_wal_senders": "10", "max_replication_slots": "10"})
+    try:
+        server.start()
+        server.execute("CREATE ROLE norepl LOGIN")
+        server.execute("CREATE TABLE repl_t (id int primary key, v text)")
+        yield server
+    finally:
+        server.cleanup()
+
+
+def _start(pgmux_factory: PgmuxFactory, repl_pg: EmbeddedPostgres) -> tuple[Pgmux, str]:
+    mux = pgmux_factory(
+        {"pool_mode": "transaction", "default_pool_size": 2},
+        databases={"postgres": f"host=127.0.0.1 port={repl_pg.port} dbname=postgres"},
+        userlist={"postgres": "", "norepl": ""}, target=repl_pg)
+    return mux, f"host=127.0.0.1 port={mux.port} user=postgres dbname=postgres"
+
+
+def _run(pg: EmbeddedPostgres, tool: str, *args: str, timeout: float = 60
+         ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(pg.bin_dir / tool), *args], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def _lsn(pg: EmbeddedPostgres) -> str:
+    return str(pg.query("SELECT pg_current_wal_insert_lsn()")[0][0])
+
+
+def test_pg_basebackup_through_pgmux(pgmux_factory: PgmuxFactory, repl_pg: EmbeddedPostgres,
+                                     tmp_path: Path) -> None:
+    mux, conninfo = _start(pgmux_factory, repl_pg)
+    target = tmp_path / "backup"
+    # NOTE: -X stream opens a second replication connection beside the base backup's.
+    done = _run(repl_pg, "pg_basebackup", "-d", conninfo, "-D", str(target), "-X", "stream",
+                "-c", "fast", "--no-sync", "--no-manifest")
+    assert done.returncode == 0, done.stderr
+    assert (target / "PG_VERSION").exists()
+    assert (target / "backup_label").exists()
+    # Replication servers are not pooled: none is left once the clients are gone, and normal
+    # clients still get a normal server.
+    assert repl_pg.query("SELECT count(*) FROM pg_stat_replication")[0][0] == 0
+    with psycopg.connect(mux.dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+
+
+def test_pg_receivewal_streams_a_segment(pgmux_factory: PgmuxFactory,
+                                         repl_pg: EmbeddedPostgres, tmp_path: Path) -> None:
+    _, conninfo = _start(pgmux_factory, repl_pg)
+    target = tmp_path / "wal"
+    target.mkdir()
+    end = _lsn(repl_pg)
+    # NOTE: WAL past the end position, flushed, so that pg_receivewal stops at once.
+    repl_pg.execute("SET synchronous_commit = on; "
+                    "INSERT INTO repl_t VALUES (1, 'wal') ON CONFLICT DO NOTHING")
+    done = _run(repl_pg, "pg_receivewal", "-d", conninfo, "-D", str(target), "-n",
+                "--no-sync", "-s", "1", "-E", end, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert any(f.name.endswith(".partial") or len(f.name) == 24 for f in target.iterdir())
+
+
+def test_pg_recvlogical_decodes_changes(pgmux_factory: PgmuxFactory,
+                                        repl_pg: EmbeddedPostgres) -> None:
+    _, conninfo = _start(pgmux_factory, repl_pg)
+    slot = ["-d", conninfo, "--slot", "pgmux_slot"]
+    made = _run(repl_pg, "pg_recvlogical", *slot, "--create-slot", "-P", "test_decoding")
+    assert made.returncode == 0, made.stderr
+    try:
+        repl_pg.execute("INSERT INTO repl_t VALUES (42, 'through pgmux')")
+        # NOTE: decoding stops at the first transaction at or past the end position.
+        repl_pg.execute("INSERT INTO repl_t VALUES (43, 'after')")
+        end = _lsn(repl_pg)
+        got = _run(repl_pg, "pg_recvlogical", *slot, "--start", "-E", end, "-f", "-",
+                   "--no-loop", timeout=30)
+        assert got.returncode == 0, got.stderr
+        assert "table public.repl_t: INSERT: id[integer]:42 v[text]:'through pgmux'" in got.stdout
+    finally:
+        dropped = _run(repl_pg, "pg_recvlogical", *slot, "--drop-slot")
+        assert dropped.returncode == 0, dropped.stderr
+
+
+def test_walsender_session_with_psycopg(pgmux_factory: PgmuxFactory,
+                                        repl_pg: EmbeddedPostgres) -> None:
+    """A logical walsender connection as a subscriber opens it: IDENTIFY_SYSTEM and SQL on one
+    server of its own (its backend pid stays), shown as such in SHOW CLIENTS."""
+    mux, conninfo = _start(pgmux_factory, repl_pg)
+    with psycopg.connect(conninfo + " replication=database", autocommit=True) as conn:
+        ident = conn.execute("IDENTIFY_SYSTEM").fetchone()
+        assert ident is not None and ident[1] == 1  # timeline
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert conn.execute("SELECT pg_backend_pid()").fetchone() == pid
+        kinds = repl_pg.query("SELECT backend_type FROM pg_stat_activity "
+                              f"WHERE pid = {pid[0] if pid else 0}")
+        assert kinds == [("walsender",)]
+        rows = admin_rows(mux, "SHOW CLIENTS")
+        assert [r["replication"] for r in rows if r["database"] == "postgres"] == ["logical"]
+    assert repl_pg.query("SELECT count(*) FROM pg_stat_activity "
+                         "WHERE backend_type = 'walsender'")[0][0] == 0
+
+
+def test_role_without_replication_gets_the_servers_refusal(
+        pgmux_factory: PgmuxFactory, repl_pg: EmbeddedPostgres) -> None:
+    _, conninfo = _start(pgmux_factory, repl_pg)
+    direct = f"host=127.0.0.1 port={repl_pg.port} user=norepl dbname=postgres replication=true"
+    with pytest.raises(psycopg.OperationalError) as want:
+        psycopg.connect(direct).close()
+    through = conninfo.replace("user=postgres", "user=norepl") + " replication=true"
+    with pytest.raises(psycopg.OperationalError) as got:
+        psycopg.connect(through).close()
+    # NOTE: the server's words, its DETAIL included ("permission denied to start WAL sender",
+    # "Only roles with the REPLICATION attribute ...").
+    assert "REPLICATION attribute" in str(got.value)
+    assert str(want.value).split("FATAL:", 1)[1] == str(got.value).split("FATAL:", 1)[1]
+
+
+def test_bad_replication_value_is_refused(pgmux_factory: PgmuxFactory,
+                                          repl_pg: EmbeddedPostgres) -> None:
+    _, conninfo = _start(pgmux_factory, repl_pg)
+    with pytest.raises(psycopg.OperationalError, match='invalid value for parameter'):
+        psycopg.connect(conninfo + " replication=maybe").close()
