@@ -408,6 +408,9 @@ class Rewrite:
     client_parses: int = 0  # named Parses from the client (total_client_parse_count)
     server_parses: int = 0  # Parses pgmux sent to the server (total_server_parse_count)
     binds: int = 0  # Binds of named statements (total_bind_count)
+    # NOTE: (client statement name, SQLSTATE) of each message pgmux answered with an error of
+    # its own (42P05 name in use, 26000 unknown name): the caller logs them as PgBouncer does.
+    refused: list[tuple[bytes, str]] | None = None
 
 
 _RESET_STATEMENTS = (b"deallocate all", b"deallocate prepare all", b"discard all")
@@ -435,15 +438,6 @@ def _cstr_end(chunk: bytes, start: int, end: int) -> int:
     return i
 
 
-def _fail(server: ServerStatements, out: list[bytes], name: bytes, sqlstate: str) -> None:
-    """Send what makes the server fail like PostgreSQL would; `feed` swaps in this error."""
-    what = "already exists" if sqlstate == "42P05" else "does not exist"
-    text = f'prepared statement "{name.decode("utf-8", "replace")}" {what}'
-    out.append(FAILING_DESCRIBE)
-    server.pending.append(_Expect(_FAIL, reply=error_response(text, sqlstate)))
-    server._fails += 1
-
-
 def _ensure(server: ServerStatements, stmt: Statement, out: list[bytes]) -> None:
     """stmt must be prepared on the server before the message about to be sent."""
     if stmt in server.prepared:
@@ -454,16 +448,155 @@ def _ensure(server: ServerStatements, stmt: Statement, out: list[bytes]) -> None
         server.pending.append(_Expect(_INJECTED, stmt=stmt, seq=seq))
 
 
-def _resolve(names: dict[bytes, tuple[Statement, int]], name: bytes, server: ServerStatements,
-             out: list[bytes]) -> Statement | None:
-    """The statement a client's name stands for, made sure of on this server; None after
-    queuing the "does not exist" error PostgreSQL would give."""
-    reg = names.get(name)
-    if reg is None:
-        _fail(server, out, name, "26000")
-        return None
-    _ensure(server, reg[0], out)
-    return reg[0]
+class _Batch:
+    """One batch of client messages being rewritten: what is sent so far and its counts."""
+
+    def __init__(self, chunk: bytes, client: ClientStatements, server: ServerStatements
+                 ) -> None:
+        self.chunk = chunk
+        self.client = client
+        self.server = server
+        self.out: list[bytes] = []
+        self.done = 0  # chunk[:done] is already in out
+        self.changed = False
+        self.reset = False
+        self.client_parses = 0
+        self.binds = 0
+        self.refused: list[tuple[bytes, str]] | None = None
+
+    def take(self, s: int, e: int) -> None:
+        """Message chunk[s:e] is replaced: send what came before it, skip it."""
+        self.out.append(self.chunk[self.done:s])
+        self.done = e
+        self.changed = True
+
+    def fail(self, name: bytes, sqlstate: str) -> None:
+        """Send what makes the server fail like PostgreSQL would; `feed` swaps in this
+        error."""
+        what = "already exists" if sqlstate == "42P05" else "does not exist"
+        text = f'prepared statement "{name.decode("utf-8", "replace")}" {what}'
+        server = self.server
+        self.out.append(FAILING_DESCRIBE)
+        server.pending.append(_Expect(_FAIL, reply=error_response(text, sqlstate)))
+        server._fails += 1
+        if self.refused is None:
+            self.refused = []
+        self.refused.append((name, sqlstate))
+
+    def resolve(self, name: bytes) -> Statement | None:
+        """The statement a client's name stands for, made sure of on this server; None after
+        queuing the "does not exist" error PostgreSQL would give."""
+        reg = self.client.names.get(name)
+        if reg is None:
+            self.fail(name, "26000")
+            return None
+        _ensure(self.server, reg[0], self.out)
+        return reg[0]
+
+    def parse(self, s: int, e: int) -> None:
+        chunk, server, client = self.chunk, self.server, self.client
+        n = chunk.find(0, s + 5, e)
+        if n < 0:
+            raise ProtocolError("malformed Parse message")
+        if n == s + 5:  # unnamed statement: pass through
+            server.pending.append(_E_PASS_1)
+            first = chunk[n + 1] if n + 1 < e else 0
+            # NOTE: only text starting with d/D or a blank can be DEALLOCATE/DISCARD.
+            if ((first | 0x20) == 0x64 or first <= 0x20) and resets_statements(chunk, n + 1, e):
+                client.clear()
+                # NOTE: it takes effect at Execute, so the server is written off at Sync.
+                server._invalidate_at_sync = True
+                self.reset = True
+            return
+        name = chunk[s + 5:n]
+        self.take(s, e)
+        if name in client.names:
+            self.fail(name, "42P05")
+            return
+        self.client_parses += 1
+        stmt = client.registry.intern(chunk[n + 1:e])
+        added = client._add(name, stmt)
+        if stmt in server.prepared:
+            server.prepared.move_to_end(stmt)
+            self.out.append(NOOP_CLOSE)
+            server.pending.append(_Expect(_FAKE_PARSE, client, name, added))
+        else:
+            seq = server._parse(stmt, self.out)
+            self.out.append(message(F_PARSE, stmt.name + b"\x00" + stmt.content))
+            server.pending.append(_Expect(_PARSE, client, name, added, stmt, seq))
+
+    def bind(self, s: int, e: int) -> None:
+        chunk = self.chunk
+        p = chunk.find(0, s + 5, e)
+        n = chunk.find(0, p + 1, e) if p >= 0 else -1
+        if n < 0:
+            raise ProtocolError("malformed Bind message")
+        if n == p + 1:  # unnamed statement
+            return
+        name = chunk[p + 1:n]
+        self.take(s, e)
+        known = self.resolve(name)
+        if known is None:
+            return
+        self.server._in_batch.add(known)
+        self.binds += 1
+        body = chunk[s + 5:p + 1] + known.name + chunk[n:e]
+        self.out.append(HEADER.pack(F_BIND, len(body) + 4) + body)
+
+    def describe_or_close(self, t: int, s: int, e: int) -> None:
+        chunk = self.chunk
+        if e - s < 7:
+            raise ProtocolError("Describe/Close message too short")
+        n = _cstr_end(chunk, s + 6, e)
+        if chunk[s + 5] != _S or n == s + 6:  # portal or unnamed statement
+            if t == F_CLOSE:
+                self.server.pending.append(_E_PASS_3)
+            return
+        name = chunk[s + 6:n]
+        self.take(s, e)
+        if t == F_CLOSE:
+            # NOTE: never close the server's copy (other clients share it); PostgreSQL
+            # answers CloseComplete even for a name that does not exist.
+            reg = self.client.names.pop(name, None)
+            self.out.append(NOOP_CLOSE)
+            self.server.pending.append(_Expect(_CLIENT_CLOSE, self.client, name, reg))
+            return
+        known = self.resolve(name)
+        if known is not None:
+            self.out.append(message(F_DESCRIBE, b"S" + known.name + b"\x00"))
+
+    def sync(self) -> None:
+        server = self.server
+        server.pending.append(_E_SYNC)
+        server._zs += 1
+        server._open = False
+        server._in_batch.clear()
+        if server._invalidate_at_sync:
+            server._invalidate_at_sync = False
+            server.invalidate()
+
+    def query(self, t: int, s: int, e: int) -> None:
+        server, client = self.server, self.client
+        if server._open:
+            # NOTE: the probe's CloseComplete comes only if the server is not skipping to
+            # Sync after an error, which tells whether this Query will be answered.
+            self.out.append(self.chunk[self.done:s])
+            self.out.append(NOOP_CLOSE)
+            self.done = s
+            self.changed = True
+            server.pending.append(_E_PROBE)
+        else:
+            server._in_batch.clear()
+        server._zs += 1
+        if t == F_QUERY and resets_statements(self.chunk, s + 5, e):
+            # NOTE: undone if the Query fails or is skipped; the server side is only written
+            # off, which is safe either way (stale names get a no-op Close).
+            server.pending.append(_Expect(_QUERY, client, saved=dict(client.names)))
+            client.clear()
+            server.invalidate()
+            self.reset = True
+        else:
+            server.pending.append(_E_QUERY)
 
 
 def rewrite(chunk: bytes, msgs: list[tuple[int, int, int]], client: ClientStatements,
@@ -474,126 +607,23 @@ def rewrite(chunk: bytes, msgs: list[tuple[int, int, int]], client: ClientStatem
     """
     if server.max_prepared <= 0:
         return Rewrite(chunk, False)
-    out: list[bytes] = []
-    done = 0  # chunk[:done] is already in out
-    changed = False
-    pending = server.pending
-    prepared = server.prepared
-    names = client.names
-    reset = False
-    client_parses = binds = 0
-    reg: tuple[Statement, int] | None
+    batch = _Batch(chunk, client, server)
     parses_before = server.server_parses
-    find = chunk.find
-
     for t, s, e in msgs:
         if _EXTENDED[t]:
             server._open = True
         if t == F_PARSE:
-            n = find(0, s + 5, e)
-            if n < 0:
-                raise ProtocolError("malformed Parse message")
-            if n == s + 5:  # unnamed statement: pass through
-                pending.append(_E_PASS_1)
-                first = chunk[n + 1] if n + 1 < e else 0
-                # NOTE: only text starting with d/D or a blank can be DEALLOCATE/DISCARD.
-                if ((first | 0x20) == 0x64 or first <= 0x20) and resets_statements(
-                        chunk, n + 1, e):
-                    client.clear()
-                    # NOTE: it takes effect at Execute, so the server is written off at Sync.
-                    server._invalidate_at_sync = True
-                    reset = True
-                continue
-            name = chunk[s + 5:n]
-            out.append(chunk[done:s])
-            done = e
-            changed = True
-            if name in names:
-                _fail(server, out, name, "42P05")
-                continue
-            client_parses += 1
-            stmt = client.registry.intern(chunk[n + 1:e])
-            added = client._add(name, stmt)
-            if stmt in prepared:
-                prepared.move_to_end(stmt)
-                out.append(NOOP_CLOSE)
-                pending.append(_Expect(_FAKE_PARSE, client, name, added))
-            else:
-                seq = server._parse(stmt, out)
-                out.append(message(F_PARSE, stmt.name + b"\x00" + stmt.content))
-                pending.append(_Expect(_PARSE, client, name, added, stmt, seq))
+            batch.parse(s, e)
         elif t == F_BIND:
-            p = find(0, s + 5, e)
-            n = find(0, p + 1, e) if p >= 0 else -1
-            if n < 0:
-                raise ProtocolError("malformed Bind message")
-            if n == p + 1:  # unnamed statement
-                continue
-            name = chunk[p + 1:n]
-            out.append(chunk[done:s])
-            done = e
-            changed = True
-            known = _resolve(names, name, server, out)
-            if known is None:
-                continue
-            server._in_batch.add(known)
-            binds += 1
-            body = chunk[s + 5:p + 1] + known.name + chunk[n:e]
-            out.append(HEADER.pack(F_BIND, len(body) + 4) + body)
+            batch.bind(s, e)
         elif t == F_DESCRIBE or t == F_CLOSE:
-            if e - s < 7:
-                raise ProtocolError("Describe/Close message too short")
-            n = _cstr_end(chunk, s + 6, e)
-            if chunk[s + 5] != _S or n == s + 6:  # portal or unnamed statement
-                if t == F_CLOSE:
-                    pending.append(_E_PASS_3)
-                continue
-            name = chunk[s + 6:n]
-            out.append(chunk[done:s])
-            done = e
-            changed = True
-            if t == F_CLOSE:
-                # NOTE: never close the server's copy (other clients share it); PostgreSQL
-                # answers CloseComplete even for a name that does not exist.
-                reg = names.pop(name, None)
-                out.append(NOOP_CLOSE)
-                pending.append(_Expect(_CLIENT_CLOSE, client, name, reg))
-                continue
-            known = _resolve(names, name, server, out)
-            if known is None:
-                continue
-            out.append(message(F_DESCRIBE, b"S" + known.name + b"\x00"))
+            batch.describe_or_close(t, s, e)
         elif t == F_SYNC:
-            pending.append(_E_SYNC)
-            server._zs += 1
-            server._open = False
-            server._in_batch.clear()
-            if server._invalidate_at_sync:
-                server._invalidate_at_sync = False
-                server.invalidate()
+            batch.sync()
         elif t == F_QUERY or t == F_FUNCTION_CALL:
-            if server._open:
-                # NOTE: the probe's CloseComplete comes only if the server is not skipping
-                # to Sync after an error, which tells whether this Query will be answered.
-                out.append(chunk[done:s])
-                out.append(NOOP_CLOSE)
-                done = s
-                changed = True
-                pending.append(_E_PROBE)
-            else:
-                server._in_batch.clear()
-            server._zs += 1
-            if t == F_QUERY and resets_statements(chunk, s + 5, e):
-                # NOTE: undone if the Query fails or is skipped; the server side is only
-                # written off, which is safe either way (stale names get a no-op Close).
-                pending.append(_Expect(_QUERY, client, saved=dict(names)))
-                client.clear()
-                server.invalidate()
-                reset = True
-            else:
-                pending.append(_E_QUERY)
-    if not changed:
-        return Rewrite(chunk, False, reset)
-    out.append(chunk[done:])
-    return Rewrite(b"".join(out), True, reset, client_parses,
-                   server.server_parses - parses_before, binds)
+            batch.query(t, s, e)
+    if not batch.changed:
+        return Rewrite(chunk, False, batch.reset)
+    batch.out.append(chunk[batch.done:])
+    return Rewrite(b"".join(batch.out), True, batch.reset, batch.client_parses,
+                   server.server_parses - parses_before, batch.binds, batch.refused)
