@@ -300,6 +300,8 @@ class ClientConnection(FlowControlled):
                 self.pooler.links.client_broke(self, server, str(exc))
                 return
             chunk = rw.data
+            if rw.refused is not None:
+                self._log_refused(rw.refused)
             if self.pool is not None and (rw.client_parses or rw.server_parses or rw.binds):
                 st = self.pool.stats
                 st.client_parse_count += rw.client_parses
@@ -309,6 +311,16 @@ class ClientConnection(FlowControlled):
             server.send(chunk)
         if terminate:
             self.disconnect("client close request", notify=False)
+
+    def _log_refused(self, refused: list[tuple[bytes, str]]) -> None:
+        """PgBouncer's log lines for a statement name in use or unknown (the client gets
+        PostgreSQL's error for it and stays connected)."""
+        for name, sqlstate in refused:
+            text = name.decode("utf-8", "replace")
+            if sqlstate == "42P05":
+                log.error("%s prepared statement '%s' was already prepared", self.prefix(), text)
+            else:
+                log.error("%s prepared statement '%s' not found", self.prefix(), text)
 
     def _note_sql_prepare(self, chunk: bytes, start: int, end: int) -> None:
         """Remember SQL-level PREPARE names, to explain their absence in a later transaction."""

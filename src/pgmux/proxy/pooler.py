@@ -99,6 +99,9 @@ class Pooler:
         self.reset_always = False
         self.tracking = True
         self.check_always = False
+        # NOTE: max_prepared_statements was > 0 at some point: servers keep tracking
+        # statements from then on, for the clients that logged in with it.
+        self.prepared_tracked = False
         self.apply_settings()
         self.client_tls = tls.client_context(self.settings)
         self.server_tls = tls.server_context(self.settings)
@@ -121,6 +124,16 @@ class Pooler:
         self.reset_always = self.settings.server_reset_query_always
         self.tracking = own.session_state == "track"
         self.check_always = self.tracking and own.session_check == "always"
+        limit = self.settings.max_prepared_statements
+        self.prepared_tracked = self.prepared_tracked or limit > 0
+        if self.prepared_tracked:
+            # NOTE: a new max_prepared_statements reaches the open servers too; each evicts
+            # down to it at its next Parse (lazily, as PgBouncer does). At 0, clients that
+            # logged in before keep their statements on an LRU of one.
+            for pool in self.pools.values():
+                for server in pool.core.servers():
+                    if server.stmts is not None:
+                        server.stmts.max_prepared = max(1, limit)
 
     def next_ident(self) -> int:
         """The `id` of a new client or server in SHOW CLIENTS/SERVERS: connect order."""
@@ -264,9 +277,9 @@ class Pooler:
     # ---- the registry of pools ------------------------------------------------------------
     def new_server_statements(self, pool: Pool) -> ServerStatements | None:
         """Per-server prepared statement tracking, in the modes that share servers."""
-        if pool.pool_mode == "session" or self.settings.max_prepared_statements <= 0:
+        if pool.pool_mode == "session" or not self.prepared_tracked:
             return None
-        return ServerStatements(self.settings.max_prepared_statements)
+        return ServerStatements(max(1, self.settings.max_prepared_statements))
 
     def limits_for(self, db: DatabaseConfig, server_user: str) -> PoolLimits:
         """The limits the configuration gives one pool: [users] > [databases] > [pgbouncer],
