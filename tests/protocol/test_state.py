@@ -12,6 +12,7 @@ from pgmux.protocol.state import (
     PIN_ADVISORY,
     PIN_LISTEN,
     PIN_PREPARE,
+    canonical_values,
     merge_startup,
     parse_readback,
     prepare_text,
@@ -126,3 +127,19 @@ def test_prepare_text_finds_exactly_one() -> None:
     assert prepare_text(src, "lower") == "prepare lower (int) as select $1"
     assert prepare_text(src, "mixed") is None
     assert prepare_text("PREPARE a AS SELECT 1; PREPARE a AS SELECT 2", "a") is None
+
+
+@pytest.mark.parametrize(("asked", "reported", "want"), [
+    # not reported again (the value did not change): the last report is its spelling
+    ({"DateStyle": "ISO"}, {"DateStyle": "ISO, MDY"}, {("DateStyle", "ISO"): "ISO, MDY"}),
+    # reported after the SET: the new report
+    ({"DateStyle": "German"}, {"DateStyle": "German, DMY"},
+     {("DateStyle", "German"): "German, DMY"}),
+    ({"TimeZone": "utc"}, {"TimeZone": "UTC"}, {("TimeZone", "utc"): "UTC"}),
+    # a parameter the server never reports: nothing to learn
+    ({"search_path": "a"}, {"DateStyle": "ISO, MDY"}, {}),
+    ({}, {"DateStyle": "ISO, MDY"}, {}),
+])
+def test_canonical_values(asked: dict[str, str], reported: dict[str, str],
+                          want: dict[tuple[str, str], str]) -> None:
+    assert canonical_values(asked, reported) == want

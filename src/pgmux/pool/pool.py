@@ -18,7 +18,7 @@ class Pool:
                  "welcome_cache", "welcome_waiters", "last_login_failed", "last_login_sqlstate",
                  "last_login_error", "login_transient", "login_retry_at", "login_backoff",
                  "stats", "scram_keys", "round_robin", "host_counter", "host_failed",
-                 "last_lifetime_close")
+                 "last_lifetime_close", "canonical")
 
     def __init__(
         self,
@@ -68,10 +68,24 @@ class Pool:
         # NOTE: monotonic time the pool last closed a server for server_lifetime (0: never);
         # such closes are spread server_lifetime / pool_size apart (proxy/limits.py life_over).
         self.last_lifetime_close = 0.0
+        # NOTE: (parameter, value a client asked for) -> the value the server holds then
+        # ("DateStyle", "ISO") -> "ISO, MDY": a client asking for one spelling is not seen as
+        # differing from a server reporting the other (protocol/state.py: canonical_values).
+        self.canonical: dict[tuple[str, str], str] = {}
 
     @property
     def limits(self) -> PoolLimits:
         return self.core.limits
+
+    def learn_canonical(self, learnt: dict[tuple[str, str], str]) -> None:
+        """Values a server turned the asked ones into; welcomes built before are stale."""
+        changed = False
+        for key, value in learnt.items():
+            if self.canonical.get(key) != value and len(self.canonical) < 1024:
+                self.canonical[key] = value
+                changed = True
+        if changed:
+            self.welcome_cache.clear()
 
     def startup_params(self) -> dict[str, str]:
         params = {"user": self.server_user, "database": self.dbname}

@@ -119,6 +119,16 @@ def parse_readback(text: str, login_user: str, tracked: frozenset[str] | set[str
     return state(gucs, prepared, pins)
 
 
+def canonical_values(asked: dict[str, str], reported: dict[str, str]
+                     ) -> dict[tuple[str, str], str]:
+    """What each value pgmux set (with set_config) became on the server: the value it last
+    reported once the SET is done. PostgreSQL reports a parameter only when its value
+    changes, so a value that is another spelling of the current one ("ISO" for "ISO, MDY")
+    gets no report: the last one reported is then its canonical form too. Names the server
+    never reports are left out."""
+    return {(name, value): reported[name] for name, value in asked.items() if name in reported}
+
+
 def merge_startup(startup: SessionState, read: SessionState) -> SessionState:
     """What the client holds after a read-back: a setting from its startup packet that the
     server no longer shows was RESET, and RESET returns to the startup value (as a direct

@@ -408,7 +408,10 @@ class Login:
         cached = pool.welcome_cache.get(key)
         if cached is None:
             welcome = dict(pool.welcome)
-            welcome.update(client.startup)
+            # NOTE: the spelling the server reports for a value, once a server has said it
+            # ("ISO" -> "ISO, MDY"), as PostgreSQL's own welcome would.
+            canonical = pool.canonical
+            welcome.update({k: canonical.get((k, v), v) for k, v in client.startup.items()})
             params = {k: v for k, v in welcome.items() if k in self.pooler.tracked_params}
             cached = (m.parameter_status_block(welcome), params)
             if len(pool.welcome_cache) < 256:

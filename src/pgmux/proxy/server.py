@@ -23,7 +23,7 @@ from pgmux.protocol import messages as m
 from pgmux.protocol.framing import BackendScanner, Framer
 from pgmux.protocol.prepared import ANSWER_TYPES, ServerStatements
 from pgmux.protocol.session import LinkState
-from pgmux.protocol.state import EMPTY
+from pgmux.protocol.state import EMPTY, canonical_values
 from pgmux.proxy.flow import FlowControlled
 from pgmux.proxy.sockopts import tune_server
 
@@ -71,9 +71,9 @@ class ServerConnection(FlowControlled):
     """One connection to PostgreSQL, owned by a pool."""
 
     # NOTE: slots: attribute access on the hot path is a fixed offset.
-    __slots__ = ("_login_auth", "_login_framer", "after_swallow", "capture", "checked_at",
-                 "close_needed",
-                 "close_reason", "connect_time", "dirty", "fatal_sent", "ident", "in_sync", "key",
+    __slots__ = ("_login_auth", "_login_framer", "after_swallow", "asked", "capture",
+                 "checked_at", "close_needed", "close_reason", "connect_time", "dirty",
+                 "fatal_sent", "ident", "in_sync", "key",
                  "link", "link_state", "link_time", "local_port", "login_step", "params", "pid",
                  "pool", "pooler", "query_start", "recheck", "request_time", "scanner",
                  "server_state", "session", "stmts", "swallow", "swallow_error", "tls",
@@ -89,6 +89,9 @@ class ServerConnection(FlowControlled):
         self.link: ClientConnection | None = None
         self.params: dict[str, str] = {}
         self.tracked: dict[str, str] = {}
+        # NOTE: reported parameters pgmux set with set_config, until the injected query is
+        # done: then what the server made of them is known (pool.canonical).
+        self.asked: dict[str, str] | None = None
         # NOTE: a client params dict `tracked` was last found to agree with; None after any
         # change to `tracked`.
         self.in_sync: dict[str, str] | None = None
@@ -312,6 +315,12 @@ class ServerConnection(FlowControlled):
         canonical spelling."""
         self.tracked.update(values)
         self.in_sync = None
+        reported = {k: v for k, v in values.items() if k in self.params}
+        if reported:
+            if self.asked is None:
+                self.asked = reported
+            else:
+                self.asked.update(reported)
 
     def _drop_injected(self, events: list[tuple[int, bytes, int]]
                        ) -> list[tuple[int, bytes, int]]:
@@ -323,6 +332,8 @@ class ServerConnection(FlowControlled):
                     self.swallow -= 1
                     if not self.swallow:
                         self.scanner.whole = False
+                        if self.asked is not None:
+                            self._learn_canonical()
                 elif t == _S:
                     self._param(msg)
                 elif t == _D and self.capture is not None:
@@ -333,6 +344,21 @@ class ServerConnection(FlowControlled):
                 continue
             keep.append((t, msg, pos))
         return keep
+
+    def _learn_canonical(self) -> None:
+        """The SETs pgmux sent are done: the values the server holds now are the canonical
+        spellings of the asked ones, for this server, its client and the pool."""
+        asked, self.asked = self.asked, None
+        if asked is None or self.swallow_error is not None:
+            return
+        learnt = canonical_values(asked, self.params)
+        self.pool.learn_canonical(learnt)
+        link = self.link
+        for (name, _), value in learnt.items():
+            self.tracked[name] = value
+            if link is not None:
+                link.server_param(name, value)
+        self.in_sync = None
 
     def _swallow_done(self) -> None:
         action, self.after_swallow = self.after_swallow, None
