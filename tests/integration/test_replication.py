@@ -122,6 +122,9 @@ def test_walsender_session_with_psycopg(pgmux_factory: PgmuxFactory,
         assert kinds == [("walsender",)]
         rows = admin_rows(mux, "SHOW CLIENTS")
         assert [r["replication"] for r in rows if r["database"] == "postgres"] == ["logical"]
+        servers = [r for r in admin_rows(mux, "SHOW SERVERS") if r["replication"] != "none"]
+        assert [(s["replication"], s["state"], s["remote_pid"]) for s in servers] == \
+            [("logical", "active", pid[0] if pid else 0)]
     assert repl_pg.query("SELECT count(*) FROM pg_stat_activity "
                          "WHERE backend_type = 'walsender'")[0][0] == 0
 

@@ -19,6 +19,7 @@ from pgmux.protocol.state import PIN_SESSION
 from pgmux.proxy.client import Phase
 from pgmux.proxy.clientauth import peer_credentials
 from pgmux.proxy.control import ADMIN_DB, wall_clock
+from pgmux.proxy.replication import ReplicationLink
 from pgmux.stats import period
 from pgmux.stats.counters import Counters
 
@@ -180,19 +181,19 @@ _SERVER_STATE = {ServerState.ACTIVE: "active", ServerState.IDLE: "idle",
                  ServerState.LOGIN: "new"}
 
 
+def _addresses(transport: Any, port: int) -> tuple[str, int, str, int]:
+    """addr, port, local_addr, local_port of a server socket."""
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    sock = transport.get_extra_info("sockname") if transport is not None else None
+    addr, rport = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("unix", port)
+    laddr, lport = (str(sock[0]), int(sock[1])) if isinstance(sock, tuple) else ("unix", 0)
+    return addr, rport, laddr, lport
+
+
 def server_row(pooler: Pooler, server: ServerConnection, state: str, debug: bool) -> Row:
     pool = server.pool
     transport = server.transport
-    peer = transport.get_extra_info("peername") if transport is not None else None
-    sock = transport.get_extra_info("sockname") if transport is not None else None
-    if isinstance(peer, tuple):
-        addr, port = str(peer[0]), int(peer[1])
-    else:
-        addr, port = "unix", pool.port
-    if isinstance(sock, tuple):
-        laddr, lport = str(sock[0]), int(sock[1])
-    else:
-        laddr, lport = "unix", 0
+    addr, port, laddr, lport = _addresses(transport, pool.port)
     link = server.link
     app = link.params.get("application_name", "") if link is not None else ""
     row: Row = (
@@ -206,6 +207,21 @@ def server_row(pooler: Pooler, server: ServerConnection, state: str, debug: bool
         # many bytes it holds back.
         row += (0, 0, 0, 0, 0, 0, _unsent(transport))
     return row + (pin_reason(link),)
+
+
+def replication_server_rows(pooler: Pooler) -> Iterator[Row]:
+    """The servers of replication clients: each its client's own, never pooled."""
+    for client, link in sorted(pooler.replication.items(), key=lambda i: i[0].connect_time):
+        if not isinstance(link, ReplicationLink):
+            continue
+        server = link.server
+        transport = server.transport
+        addr, port, laddr, lport = _addresses(transport, link.pool.port)
+        yield ("S", link.pool.server_user, link.pool.name, client.replication,
+               "active" if link.logged_in else "new", addr, port, laddr, lport,
+               _stamp(server.connect_time), _stamp(client.request_time), 0, 0, 0,
+               _ptr(server), _ptr(client), server.pid, _tls_info(transport),
+               link.startup.get("application_name", ""), 0, server.ident, "")
 
 
 def _ordered_clients(pool: Pool) -> Iterator[tuple[Any, str]]:
@@ -241,6 +257,7 @@ def servers_rows(pooler: Pooler) -> Iterator[Row]:
     for pool in _pools(pooler):
         for s, state in _ordered_servers(pool):
             yield server_row(pooler, s, _SERVER_STATE.get(state, "new"), False)
+    yield from replication_server_rows(pooler)
 
 
 def _socket_rows(pooler: Pooler, only_busy: bool) -> Iterator[Row]:

@@ -116,6 +116,7 @@ class ReplicationLink:
         transport.set_protocol(self.client_side)
         self.client_side.transport = transport
         client.phase = Phase.READY
+        client.params = {k: v for k, v in params.items() if k in self.pooler.tracked_params}
         key = self.pooler.login.new_key(client)
         client.cancel_key = key
         transport.write(b"".join((b"" if client.auth_ok_sent else m.auth_ok(),
@@ -192,6 +193,8 @@ class _ServerSide(asyncio.Protocol):
         self.link = link
         self.transport: asyncio.Transport | None = None
         self.connect_time = monotonic()
+        self.ident = link.pooler.next_ident()  # SHOW SERVERS `id`
+        self.pid = 0  # the backend's, for SHOW SERVERS `remote_pid`
         self._framer: Framer | None = Framer()
         self._auth: ServerLogin | None = None
         self._tls_wait = False
@@ -277,7 +280,9 @@ class _ServerSide(asyncio.Protocol):
                     self._auth = None
                     link.login_done(self._params, rest)
                     return
-                # BackendKeyData: the client has pgmux's key; notices are dropped.
+                elif t == m.B_BACKEND_KEY:
+                    self.pid = m.INT32.unpack_from(body, 0)[0]
+                # NOTE: the client gets pgmux's own cancel key; notices are dropped.
         except AuthError as exc:
             log.warning("%s %s", link.prefix(), exc)
             link.login_failed(exc.client_message or ANSWER_FAILED)
