@@ -12,7 +12,9 @@ import psycopg
 import pytest
 
 from pgmux.embedded import EmbeddedPostgres
+from tests import unprivileged
 from tests.integration.adminutil import rows as admin_rows
+from tests.integration.adminutil import wait_for
 from tests.integration.conftest import Pgmux, PgmuxFactory
 
 _HBA = [
@@ -149,3 +151,50 @@ def test_bad_replication_value_is_refused(pgmux_factory: PgmuxFactory,
     _, conninfo = _start(pgmux_factory, repl_pg)
     with pytest.raises(psycopg.OperationalError, match='invalid value for parameter'):
         psycopg.connect(conninfo + " replication=maybe").close()
+
+
+def test_hba_replication_lines(pgmux_factory: PgmuxFactory, repl_pg: EmbeddedPostgres,
+                               tmp_path: Path) -> None:
+    """auth_type = hba: a physical replication login matches only lines whose database is
+    `replication`; a logical one and an ordinary one match database names."""
+    hba = tmp_path / "hba.conf"
+    hba.write_text("host replication postgres 127.0.0.1/32 trust\n"
+                   "host postgres postgres 127.0.0.1/32 reject\n")
+    unprivileged.give_away(tmp_path)
+    mux = pgmux_factory(
+        {"auth_type": "hba", "auth_hba_file": str(hba)},
+        databases={"postgres": f"host=127.0.0.1 port={repl_pg.port} dbname=postgres"},
+        userlist={"postgres": ""}, target=repl_pg)
+    conninfo = f"host=127.0.0.1 port={mux.port} user=postgres dbname=postgres"
+    with psycopg.connect(conninfo + " replication=true", autocommit=True) as conn:
+        # NOTE: a physical walsender takes the simple query protocol only.
+        res = conn.pgconn.exec_(b"IDENTIFY_SYSTEM")
+        assert res.status == psycopg.pq.ExecStatus.TUPLES_OK and res.get_value(0, 1) == b"1"
+    for extra in (" replication=database", ""):
+        with pytest.raises(psycopg.OperationalError, match="login rejected"):
+            psycopg.connect(conninfo + extra).close()
+
+
+def test_either_side_ending_ends_the_other(pgmux_factory: PgmuxFactory,
+                                           repl_pg: EmbeddedPostgres, tmp_path: Path) -> None:
+    """A streaming client that vanishes takes its walsender with it; a walsender terminated
+    on the server ends its client."""
+    mux, conninfo = _start(pgmux_factory, repl_pg)
+    receiver = subprocess.Popen(
+        [str(repl_pg.bin_dir / "pg_receivewal"), "-d", conninfo, "-D", str(tmp_path), "-n",
+         "--no-sync"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: repl_pg.query("SELECT count(*) FROM pg_stat_replication")[0][0] == 1)
+    finally:
+        receiver.kill()
+        receiver.wait()
+    wait_for(lambda: repl_pg.query("SELECT count(*) FROM pg_stat_replication")[0][0] == 0)
+    with psycopg.connect(conninfo + " replication=database", autocommit=True) as conn:
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert pid is not None
+        repl_pg.execute(f"SELECT pg_terminate_backend({pid[0]})")
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("IDENTIFY_SYSTEM")
+    wait_for(lambda: not [r for r in admin_rows(mux, "SHOW CLIENTS")
+                          if r["replication"] != "none"])
