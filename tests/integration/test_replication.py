@@ -5,6 +5,8 @@ pooled; a role without REPLICATION gets the server's own refusal."""
 from __future__ import annotations
 
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -198,3 +200,18 @@ def test_either_side_ending_ends_the_other(pgmux_factory: PgmuxFactory,
             conn.execute("IDENTIFY_SYSTEM")
     wait_for(lambda: not [r for r in admin_rows(mux, "SHOW CLIENTS")
                           if r["replication"] != "none"])
+
+
+def test_cancel_reaches_the_walsender(pgmux_factory: PgmuxFactory,
+                                      repl_pg: EmbeddedPostgres) -> None:
+    _, conninfo = _start(pgmux_factory, repl_pg)
+    with psycopg.connect(conninfo + " replication=database", autocommit=True) as conn:
+        timer = threading.Timer(0.5, conn.cancel_safe)
+        timer.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                conn.execute("SELECT pg_sleep(20)")
+        finally:
+            timer.cancel()
+        assert time.monotonic() - started < 10

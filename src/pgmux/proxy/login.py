@@ -452,7 +452,14 @@ class Login:
                 return  # NOTE: another worker's or peer's client (pgmux/workers/cancel.py)
             pid, key = routed
         client = self.by_key.get((pid, key))
-        if client is None or client.server is None:
+        if client is None:
+            return
+        if client.server is None:
+            link = self.pooler.replication.get(client)
+            if isinstance(link, ReplicationLink) and link.server.pid:
+                # NOTE: a replication client's own server, as PgBouncer forwards it too.
+                self.pooler.spawn(self._send_cancel(link.pool, link.server.pid,
+                                                    link.server.key))
             return
         server = client.server
         # NOTE: the host the server is connected to (one of a host= list), not the list.

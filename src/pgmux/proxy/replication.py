@@ -194,7 +194,8 @@ class _ServerSide(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.connect_time = monotonic()
         self.ident = link.pooler.next_ident()  # SHOW SERVERS `id`
-        self.pid = 0  # the backend's, for SHOW SERVERS `remote_pid`
+        self.pid = 0  # the backend's, for SHOW SERVERS `remote_pid` and cancel requests
+        self.key = 0
         self._framer: Framer | None = Framer()
         self._auth: ServerLogin | None = None
         self._tls_wait = False
@@ -282,6 +283,7 @@ class _ServerSide(asyncio.Protocol):
                     return
                 elif t == m.B_BACKEND_KEY:
                     self.pid = m.INT32.unpack_from(body, 0)[0]
+                    self.key = m.INT32.unpack_from(body, 4)[0]
                 # NOTE: the client gets pgmux's own cancel key; notices are dropped.
         except AuthError as exc:
             log.warning("%s %s", link.prefix(), exc)
