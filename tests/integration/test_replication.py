@@ -215,3 +215,29 @@ def test_cancel_reaches_the_walsender(pgmux_factory: PgmuxFactory,
         finally:
             timer.cancel()
         assert time.monotonic() - started < 10
+
+
+def test_logical_subscription_through_pgmux(pgmux_factory: PgmuxFactory,
+                                            repl_pg: EmbeddedPostgres) -> None:
+    """A PostgreSQL subscriber whose CONNECTION is pgmux: initial copy (a tablesync worker),
+    streaming of later changes (the apply worker), and DROP SUBSCRIPTION dropping its slot."""
+    _, conninfo = _start(pgmux_factory, repl_pg)
+    repl_pg.execute("CREATE TABLE sub_t (id int primary key, v text); "
+                    "INSERT INTO sub_t VALUES (1, 'copied'); "
+                    "CREATE PUBLICATION pgmux_pub FOR TABLE sub_t")
+    subscriber = EmbeddedPostgres(max_connections=20)
+    try:
+        subscriber.start()
+        subscriber.execute("CREATE TABLE sub_t (id int primary key, v text)")
+        subscriber.execute(f"CREATE SUBSCRIPTION pgmux_sub CONNECTION '{conninfo}' "
+                           "PUBLICATION pgmux_pub")
+        wait_for(lambda: subscriber.query("SELECT v FROM sub_t") == [("copied",)], timeout=30)
+        repl_pg.execute("INSERT INTO sub_t VALUES (2, 'streamed')")
+        wait_for(lambda: subscriber.query("SELECT v FROM sub_t ORDER BY id") ==
+                 [("copied",), ("streamed",)], timeout=30)
+        subscriber.execute("DROP SUBSCRIPTION pgmux_sub")
+        assert repl_pg.query("SELECT count(*) FROM pg_replication_slots "
+                             "WHERE slot_name = 'pgmux_sub'")[0][0] == 0
+    finally:
+        subscriber.cleanup()
+        repl_pg.execute("DROP PUBLICATION IF EXISTS pgmux_pub; DROP TABLE IF EXISTS sub_t")
