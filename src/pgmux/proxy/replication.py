@@ -93,7 +93,8 @@ class ReplicationLink:
         if self.closed:
             return
         self.closed = True
-        log.warning("%s closing because: %s (age=0s)", self.prefix(), message)
+        log.warning("%s closing because: %s (age=%ds)", self.prefix(), message,
+                    int(monotonic() - self.server.connect_time))
         self.server.close()
         client = self.client
         if raw_error and client.transport is not None:
