@@ -590,3 +590,22 @@ def test_resets_statements_within_bounds() -> None:
     data = b"xxDEALLOCATE ALL\0yy"
     assert resets_statements(data, 2, len(data) - 3)
     assert not resets_statements(b"SELECT 1; DEALLOCATE ALL", 0, 9)
+
+
+@pytest.mark.parametrize(("batch", "refused"), [
+    (parse("a", "select 1") + sync(), None),
+    (parse("a", "select 1") + parse("a", "select 2") + sync(), [(b"a", "42P05")]),
+    (bind("ghost") + execute() + sync(), [(b"ghost", "26000")]),
+    (describe("S", "ghost") + sync(), [(b"ghost", "26000")]),
+    (parse("a", "select 1") + bind("a") + describe("S", "b") + parse("a", "x") + sync(),
+     [(b"b", "26000"), (b"a", "42P05")]),
+    # unnamed statements and portals are PostgreSQL's business
+    (bind("") + describe("P", "ghost") + sync(), None),
+])
+def test_rewrite_names_what_it_refused(batch: bytes, refused: list[tuple[bytes, str]] | None
+                                       ) -> None:
+    """Rewrite.refused: the names pgmux answered with its own error, for PgBouncer's log lines
+    ("prepared statement 'x' was already prepared" / "... not found")."""
+    client = ClientStatements(PreparedRegistry())
+    chunk, msgs = frames(batch)
+    assert rewrite(chunk, msgs, client, ServerStatements(10)).refused == refused
