@@ -40,9 +40,10 @@ def repl_pg() -> Iterator[EmbeddedPostgres]:
         server.cleanup()
 
 
-def _start(pgmux_factory: PgmuxFactory, repl_pg: EmbeddedPostgres) -> tuple[Pgmux, str]:
+def _start(pgmux_factory: PgmuxFactory, repl_pg: EmbeddedPostgres, **settings: object
+           ) -> tuple[Pgmux, str]:
     mux = pgmux_factory(
-        {"pool_mode": "transaction", "default_pool_size": 2},
+        {"pool_mode": "transaction", "default_pool_size": 2, **settings},
         databases={"postgres": f"host=127.0.0.1 port={repl_pg.port} dbname=postgres"},
         userlist={"postgres": "", "norepl": ""}, target=repl_pg)
     return mux, f"host=127.0.0.1 port={mux.port} user=postgres dbname=postgres"
@@ -115,8 +116,11 @@ def test_walsender_session_with_psycopg(pgmux_factory: PgmuxFactory,
                                         repl_pg: EmbeddedPostgres) -> None:
     """A logical walsender connection as a subscriber opens it: IDENTIFY_SYSTEM and SQL on one
     server of its own (its backend pid stays), shown as such in SHOW CLIENTS."""
-    mux, conninfo = _start(pgmux_factory, repl_pg)
+    mux, conninfo = _start(pgmux_factory, repl_pg, log_connections=1)
     with psycopg.connect(conninfo + " replication=database", autocommit=True) as conn:
+        # NOTE: PgBouncer's words: replication=no|database|yes.
+        assert "login attempt: db=postgres user=postgres tls=no replication=database" in \
+            mux.logs()
         ident = conn.execute("IDENTIFY_SYSTEM").fetchone()
         assert ident is not None and ident[1] == 1  # timeline
         pid = conn.execute("SELECT pg_backend_pid()").fetchone()

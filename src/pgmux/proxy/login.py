@@ -15,7 +15,14 @@ import struct
 import sys
 from typing import TYPE_CHECKING
 
-from pgmux.auth import REPLICATION_NONE, AuthError, ClientAuthenticator, parse_replication
+from pgmux.auth import (
+    REPLICATION_LOGICAL,
+    REPLICATION_NONE,
+    REPLICATION_PHYSICAL,
+    AuthError,
+    ClientAuthenticator,
+    parse_replication,
+)
 from pgmux.config import DatabaseConfig
 from pgmux.protocol import messages as m
 from pgmux.protocol.prepared import ClientStatements
@@ -37,6 +44,9 @@ STARTUP_ALLOWED = {"user", "database", "replication"}
 # The setting a client asks for its own session with (`options=-c pgmux.pool_mode=session`).
 SESSION_REQUEST = "pgmux.pool_mode"
 _KEY = struct.Struct("!II")
+# PgBouncer's words for a client's replication kind in its "login attempt" line.
+_LOG_REPLICATION = {REPLICATION_NONE: "no", REPLICATION_LOGICAL: "database",
+                    REPLICATION_PHYSICAL: "yes"}
 
 
 def startup_options(options: str) -> list[tuple[str, str]] | None:
@@ -316,7 +326,7 @@ class Login:
         if self.pooler.settings.log_connections:
             log.info("%s login attempt: db=%s user=%s tls=%s replication=%s", client.prefix(),
                      client.dbname, client.user, "yes" if client.tls else "no",
-                     "no" if client.replication == REPLICATION_NONE else client.replication)
+                     _LOG_REPLICATION.get(client.replication, "no"))
         if admin:
             assert self.pooler.admin_factory is not None
             client.admin = self.pooler.admin_factory(self.pooler, client)
