@@ -123,12 +123,12 @@ class ReplicationLink:
         transport.write(b"".join((b"" if client.auth_ok_sent else m.auth_ok(),
                                   m.parameter_status_block(params), m.backend_key_data(*key),
                                   m.ready_for_query(b"I"))))
-        early, client.early = client.early, []
+        early, client.early = client.early, None
         client.pending_bytes = 0
         if client.reading_paused:
             client.reading_paused = False
             transport.resume_reading()
-        for data in early:
+        for data in early or ():
             self.client_side.data_received(data)
         if rest:
             self.server.data_received(rest)
