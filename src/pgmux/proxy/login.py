@@ -468,8 +468,8 @@ class Login:
             link = self.pooler.replication.get(client)
             if isinstance(link, ReplicationLink) and link.server.pid:
                 # NOTE: a replication client's own server, as PgBouncer forwards it too.
-                self.pooler.spawn(self._send_cancel(link.pool, link.server.pid,
-                                                    link.server.key))
+                self.pooler.spawn(self._send_cancel(link.server.host, link.pool.port,
+                                                    link.server.pid, link.server.key))
             return
         server = client.server
         # NOTE: the host the server is connected to (one of a host= list), not the list.

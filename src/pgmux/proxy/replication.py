@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from pgmux.auth import ANSWER_FAILED, AuthError, ServerLogin
 from pgmux.protocol import messages as m
 from pgmux.protocol.framing import Framer
+from pgmux.proxy import limits
 from pgmux.proxy.client import Phase
 
 if TYPE_CHECKING:
@@ -63,27 +64,43 @@ class ReplicationLink:
 
     def prefix(self) -> str:
         p = self.pool
-        return f"S-{id(self.server):#x}: {p.name}/{p.server_user}@{p.host or 'unix'}:{p.port}"
+        host = self.server.host or "unix"
+        return f"S-{id(self.server):#x}: {p.name}/{p.server_user}@{host}:{p.port}"
 
     def start(self) -> None:
         self.pooler.spawn(self._connect())
 
     async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Connect to the pool's host, or with host=a,b,c to the one load_balance_hosts
+        picks, moving to the next host when a connect fails (each host tried once)."""
         pool = self.pool
-        host = pool.host or self.pooler.settings.unix_socket_dir or "/tmp"
+        hosts = limits.split_hosts(pool.host)
+        index, pool.host_counter = limits.next_host(len(hosts), pool.host_counter,
+                                                    pool.round_robin, pool.host_failed)
+        reason = ""
+        for attempt in range(len(hosts)):
+            self.server.host = hosts[(index + attempt) % len(hosts)]
+            reason = await self._connect_host()
+            if not reason or self.closed:
+                return
+        self.login_failed(reason)
+
+    async def _connect_host(self) -> str:
+        loop = asyncio.get_running_loop()
+        port = self.pool.port
+        host = self.server.host or self.pooler.settings.unix_socket_dir or "/tmp"
         try:
             if host.startswith("/"):
                 coro: Any = loop.create_unix_connection(
-                    lambda: self.server, os.path.join(host, f".s.PGSQL.{pool.port}"))
+                    lambda: self.server, os.path.join(host, f".s.PGSQL.{port}"))
             else:
-                coro = loop.create_connection(lambda: self.server, host, pool.port)
+                coro = loop.create_connection(lambda: self.server, host, port)
             await asyncio.wait_for(coro, timeout=self.pooler.settings.server_connect_timeout
                                    or None)
         except (TimeoutError, OSError) as exc:
-            reason = "connect timeout" if isinstance(exc, asyncio.TimeoutError) else \
+            return "connect timeout" if isinstance(exc, asyncio.TimeoutError) else \
                 f"connect failed: {exc.strerror or exc}"
-            self.login_failed(reason)
+        return ""
 
     # ---- the login's outcome ---------------------------------------------------------------
     def login_failed(self, message: str, raw_error: bytes = b"") -> None:
@@ -194,6 +211,7 @@ class _ServerSide(asyncio.Protocol):
         self.link = link
         self.transport: asyncio.Transport | None = None
         self.connect_time = monotonic()
+        self.host: str | None = None  # the host connected to (one of a host= list)
         self.ident = link.pooler.next_ident()  # SHOW SERVERS `id`
         self.pid = 0  # the backend's, for SHOW SERVERS `remote_pid` and cancel requests
         self.key = 0
@@ -208,8 +226,7 @@ class _ServerSide(asyncio.Protocol):
             self.transport.abort()
             return
         pooler = self.link.pooler
-        if pooler.server_tls is not None and self.link.pool.host and \
-                not self.link.pool.host.startswith("/"):
+        if pooler.server_tls is not None and self.host and not self.host.startswith("/"):
             self._tls_wait = True
             self.transport.write(m.ssl_request())
         else:
@@ -242,7 +259,7 @@ class _ServerSide(asyncio.Protocol):
         context = link.pooler.server_tls
         assert context is not None and self.transport is not None
         transport = self.transport
-        hostname = link.pool.host if mode == "verify-full" else None
+        hostname = self.host if mode == "verify-full" else None
 
         async def upgrade() -> None:
             loop = asyncio.get_running_loop()
