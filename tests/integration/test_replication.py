@@ -72,6 +72,9 @@ def test_pg_basebackup_through_pgmux(pgmux_factory: PgmuxFactory, repl_pg: Embed
     # Replication servers are not pooled: none is left once the clients are gone, and normal
     # clients still get a normal server.
     assert repl_pg.query("SELECT count(*) FROM pg_stat_replication")[0][0] == 0
+    # SHOW STATS counts what went through, as for any client (a base backup: megabytes).
+    stats = [r for r in admin_rows(mux, "SHOW STATS") if r["database"] == "postgres"]
+    assert stats and stats[0]["total_sent"] > 1_000_000
     with psycopg.connect(mux.dsn(), autocommit=True) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)

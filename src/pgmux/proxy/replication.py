@@ -153,10 +153,12 @@ class ReplicationLink:
     # ---- the pipe ------------------------------------------------------------------------
     def to_server(self, data: bytes) -> None:
         self.client.request_time = monotonic()
+        self.pool.stats.bytes_received += len(data)  # NOTE: SHOW STATS counts it, as any
         if self.server.transport is not None:
             self.server.transport.write(data)
 
     def to_client(self, data: bytes) -> None:
+        self.pool.stats.bytes_sent += len(data)
         transport = self.client_side.transport
         if transport is not None:
             transport.write(data)
