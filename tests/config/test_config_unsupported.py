@@ -89,28 +89,12 @@ def _read_in_source(name: str) -> bool:
     return False
 
 
-# NOTE: settings other branches are making real (limits, ops); docs/configuration.md marks
-# their rows <!-- pending:NAME -->. Once merged, each is read in the source and must leave this
-# list (the test below says which), and its docs comment goes.
-PENDING: dict[str, str] = {
-}
-
-
 def test_every_setting_is_read_somewhere_or_listed_as_unsupported() -> None:
     silent = [f.name for f in dataclasses.fields(Settings)
-              if f.name not in UNSUPPORTED_SETTINGS and f.name not in PENDING
-              and not _read_in_source(f.name)]
+              if f.name not in UNSUPPORTED_SETTINGS and not _read_in_source(f.name)]
     assert silent == []
-    assert [n for n in PENDING if _read_in_source(n)] == [], "merged: remove from PENDING"
     # NOTE: and the table names no setting that pgmux does read (it would lie to the operator)
     assert [n for n in UNSUPPORTED_SETTINGS if _read_in_source(n)] == []
-
-
-def test_pending_rows_are_marked_in_the_docs() -> None:
-    text = DOC.read_text(encoding="utf-8")
-    for name, branch in PENDING.items():
-        row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
-        assert f"<!-- pending:{branch} -->" in row, name
 
 
 @pytest.mark.parametrize("name", sorted(UNSUPPORTED_SETTINGS))
