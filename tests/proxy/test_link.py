@@ -328,3 +328,20 @@ def test_disable_pqexec_refuses_a_simple_query_but_not_the_extended_protocol() -
     assert out(client).closed
     [(kind, body)] = out(client).take()
     assert kind == "E" and b"PQexec disallowed" in body
+
+
+def test_a_client_gets_its_statement_table_at_its_first_named_statement() -> None:
+    """An idle client carries no prepared-statement table (memory per idle client); unnamed
+    statements pass unchanged without one; the first named Parse makes it and is renamed."""
+    h = Harness()
+    server = h.server()
+    client = h.client()
+    assert client.tracks_stmts and client.stmts is None and client.pending is None
+    h.send(client, m.message(ord("P"), b"\x00select 1\x00\x00\x00"), m.message(ord("S")))
+    assert client.stmts is None
+    h.reply(server, m.message(ord("1")), answer())
+    out(server).take()
+    h.send(client, m.message(ord("P"), b"mine\x00select 2\x00\x00\x00"), m.message(ord("S")))
+    assert client.stmts is not None and b"mine" in client.stmts
+    sent = bytes(out(server).data)
+    assert sent.startswith(b"P") and b"mine\x00" not in sent  # NOTE: renamed for the server

@@ -101,7 +101,7 @@ class ClientConnection(FlowControlled):
                  "framer", "ident", "local_addr", "local_port", "params", "pending",
                  "pending_bytes", "pending_needs_server", "phase", "pool", "pool_mode", "pooler",
                  "port", "replication", "request_time", "scram_keys", "server", "session",
-                 "sql_prepared", "startup", "startup_state", "stmts", "tls", "user",
+                 "sql_prepared", "startup", "startup_state", "stmts", "tls", "tracks_stmts", "user",
                  "wait_notified", "wait_start",
                  "wants_session", "watch_session")
 
@@ -131,7 +131,8 @@ class ClientConnection(FlowControlled):
         self.connect_time = now
         self.request_time = now
         # whole messages (with their offsets) waiting for a server
-        self.pending: list[tuple[bytes, list[tuple[int, int, int]]]] = []
+        # NOTE: None while nothing waits (most of the time): an idle client costs less.
+        self.pending: list[tuple[bytes, list[tuple[int, int, int]]]] | None = None
         self.pending_bytes = 0
         self.early: list[bytes] | None = None  # bytes that arrived before the welcome was sent
         self.pending_needs_server = False
@@ -148,6 +149,8 @@ class ClientConnection(FlowControlled):
         self.scram_keys: Any = None
         self.auth_secret: str | None = None  # looked up with auth_query
         self.stmts: ClientStatements | None = None  # named prepared statements (transaction mode)
+        # NOTE: stmts is made at the first named statement (most clients never name one).
+        self.tracks_stmts = False
         # NOTE: None until the first SQL PREPARE: an idle client's memory is the pooler's size.
         self.sql_prepared: set[str] | None = None  # names made with SQL PREPARE (transaction mode)
         # NOTE: session state (protocol/state.py): what the client's session holds, and what
@@ -251,9 +254,9 @@ class ClientConnection(FlowControlled):
         # NOTE: the rewrite is needed once the client has named statements or the server owes
         # answers to earlier rewrites; else only when this batch names a statement.
         check_names = named = False
-        if stmts is not None and server_stmts is not None:
+        if server_stmts is not None and (stmts is not None or self.tracks_stmts):
             check_names = True
-            named = bool(stmts.names) or bool(server_stmts.pending)
+            named = (stmts is not None and bool(stmts.names)) or bool(server_stmts.pending)
         for t, start, end in msgs:
             kind = _KIND[t]
             if kind == 5:
@@ -293,7 +296,9 @@ class ClientConnection(FlowControlled):
                 # ReadyForQuery with status I ends it (SHOW STATS, server.ready)
                 server.xact_start = now
         if named:
-            assert stmts is not None and server_stmts is not None
+            assert server_stmts is not None
+            if stmts is None:
+                stmts = self.stmts = ClientStatements(self.pooler.prepared_registry)
             try:
                 rw = rewrite(chunk, msgs, stmts, server_stmts)
             except m.ProtocolError as exc:
@@ -402,6 +407,8 @@ class ClientConnection(FlowControlled):
                 self.flush_pending(server)
 
     def _hold(self, chunk: bytes, msgs: list[tuple[int, int, int]]) -> None:
+        if self.pending is None:
+            self.pending = []
         self.pending.append((chunk, msgs))
         self.pending_bytes += len(chunk)
         if self.pending_bytes > PENDING_LIMIT:
@@ -409,13 +416,13 @@ class ClientConnection(FlowControlled):
 
     def flush_pending(self, server: ServerConnection) -> None:
         """Linked to server: send what waited for it, in order, and read on."""
-        pending, self.pending = self.pending, []
+        pending, self.pending = self.pending, None
         self.pending_bytes = 0
         self.pending_needs_server = False
         if self.reading_paused and not server.writing_paused:
             self.resume_reading()
         try:
-            for chunk, msgs in pending:
+            for chunk, msgs in pending or ():
                 self._forward(server, chunk, msgs)
                 if self.server is not server:
                     return

@@ -25,7 +25,6 @@ from pgmux.auth import (
 )
 from pgmux.config import DatabaseConfig
 from pgmux.protocol import messages as m
-from pgmux.protocol.prepared import ClientStatements
 from pgmux.protocol.state import state
 from pgmux.proxy import limits, tls
 from pgmux.proxy.client import Phase as ClientPhase
@@ -429,7 +428,7 @@ class Login:
         block, params = cached
         client.params = params  # NOTE: shared, never changed in place (copy on write)
         if client.pool_mode != "session" and self.pooler.settings.max_prepared_statements > 0:
-            client.stmts = ClientStatements(self.pooler.prepared_registry)
+            client.tracks_stmts = True  # NOTE: its ClientStatements at its first named one
         pool.core.add_client(client)
         client.ready(block, self.new_key(client))
 
