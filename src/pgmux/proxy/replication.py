@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import ssl
 import time
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from pgmux.auth import ANSWER_FAILED, AuthError, ServerLogin
 from pgmux.protocol import messages as m
 from pgmux.protocol.framing import Framer
-from pgmux.proxy import limits
+from pgmux.proxy import limits, tls
 from pgmux.proxy.client import Phase
 
 if TYPE_CHECKING:
@@ -248,15 +247,13 @@ class _ServerSide(asyncio.Protocol):
         link = self.link
         mode = link.pooler.settings.server_tls_sslmode
         self._tls_wait = False
-        if data[:1] == b"N":
-            if mode in ("require", "verify-ca", "verify-full"):
-                link.login_failed("server refused SSL")
-                return
+        answer = tls.ssl_answer(data, mode)
+        if answer == tls.SSL_PLAIN:
             assert self.transport is not None
             self.transport.write(m.startup_message(link.startup))
             return
-        if data[:1] != b"S" or len(data) > 1:
-            link.login_failed("bad SSL response from server")
+        if answer != tls.SSL_UPGRADE:
+            link.login_failed(answer)
             return
         context = link.pooler.server_tls
         assert context is not None and self.transport is not None
@@ -264,12 +261,9 @@ class _ServerSide(asyncio.Protocol):
         hostname = self.host if mode == "verify-full" else None
 
         async def upgrade() -> None:
-            loop = asyncio.get_running_loop()
-            try:
-                new = await loop.start_tls(transport, self, context, server_hostname=hostname,
-                                           ssl_handshake_timeout=15)
-            except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
-                link.login_failed(f"server TLS handshake failed: {exc}")
+            new, error = await tls.upgrade_server(transport, self, context, hostname)
+            if error:
+                link.login_failed(error)
                 return
             if link.closed or new is None:
                 return

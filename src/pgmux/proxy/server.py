@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 from enum import Enum
 from typing import TYPE_CHECKING, Final, cast
@@ -24,6 +23,7 @@ from pgmux.protocol.framing import BackendScanner, Framer
 from pgmux.protocol.prepared import ANSWER_TYPES, ServerStatements
 from pgmux.protocol.session import LinkState
 from pgmux.protocol.state import EMPTY, canonical_values
+from pgmux.proxy import tls
 from pgmux.proxy.flow import FlowControlled
 from pgmux.proxy.sockopts import tune_server
 
@@ -399,14 +399,12 @@ class ServerConnection(FlowControlled):
     def _tls_answer(self, data: bytes) -> None:
         """The server's one-byte answer to SSLRequest."""
         mode = self.pooler.settings.server_tls_sslmode
-        if data[:1] == b"N":
-            if mode in ("require", "verify-ca", "verify-full"):
-                self.login_failed("server refused SSL")
-                return
+        answer = tls.ssl_answer(data, mode)
+        if answer == tls.SSL_PLAIN:
             self._send_startup()
             return
-        if data[:1] != b"S" or len(data) > 1:
-            self.login_failed("bad SSL response from server")
+        if answer != tls.SSL_UPGRADE:
+            self.login_failed(answer)
             return
         context = self.pooler.server_tls
         assert context is not None and self.transport is not None
@@ -414,12 +412,9 @@ class ServerConnection(FlowControlled):
         hostname = self.host if mode == "verify-full" else None
 
         async def upgrade() -> None:
-            loop = asyncio.get_running_loop()
-            try:
-                new = await loop.start_tls(transport, self, context, server_hostname=hostname,
-                                           ssl_handshake_timeout=15)
-            except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
-                self.login_failed(f"server TLS handshake failed: {exc}")
+            new, error = await tls.upgrade_server(transport, self, context, hostname)
+            if error:
+                self.login_failed(error)
                 return
             if self.server_state is not _LOGIN or new is None:
                 return

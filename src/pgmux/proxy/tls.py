@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from typing import Any
@@ -10,6 +11,35 @@ log = logging.getLogger("pgmux")
 
 # sslmode values that refuse a plain-text peer.
 REQUIRED = frozenset(("require", "verify-ca", "verify-full"))
+
+# What a server's one-byte answer to SSLRequest tells a server login to do (else: an error).
+SSL_PLAIN = "plain"      # go on unencrypted: send the startup packet
+SSL_UPGRADE = "upgrade"  # start the TLS handshake
+HANDSHAKE_TIMEOUT = 15.0
+
+
+def ssl_answer(data: bytes, sslmode: str) -> str:
+    """SSL_PLAIN, SSL_UPGRADE, or the login's error text for a server's SSLRequest answer."""
+    if data[:1] == b"N":
+        return "server refused SSL" if sslmode in REQUIRED else SSL_PLAIN
+    if data[:1] != b"S" or len(data) > 1:
+        return "bad SSL response from server"
+    return SSL_UPGRADE
+
+
+async def upgrade_server(transport: asyncio.BaseTransport, protocol: asyncio.BaseProtocol,
+                         context: ssl.SSLContext, hostname: str | None
+                         ) -> tuple[asyncio.Transport | None, str]:
+    """TLS over a server connection that answered 'S': (the new transport, "") or (None, the
+    login's error text)."""
+    loop = asyncio.get_running_loop()
+    try:
+        new = await loop.start_tls(transport, protocol, context,  # type: ignore[arg-type]
+                                   server_hostname=hostname,
+                                   ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+    except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
+        return None, f"server TLS handshake failed: {exc}"
+    return new, ""
 
 
 def _protocols(ctx: ssl.SSLContext, spec: str) -> None:
