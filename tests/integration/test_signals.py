@@ -209,3 +209,28 @@ def test_second_sigint_exits_at_once(workers: int, pgmux_factory: PgmuxFactory) 
         with pytest.raises(psycopg.OperationalError):
             c.execute("select 2")
     assert "got SIGINT while shutting down, fast exit" in pgm.logs()
+
+
+def test_sighup_reopens_a_rotated_logfile_as_the_unprivileged_user(
+        pgmux_factory: PgmuxFactory, tmp_path: Path) -> None:
+    """logrotate renames the file, then sends SIGHUP: pgmux (running as the user -u gave it,
+    not root) creates the logfile anew and writes there; the old file keeps what came before."""
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    logfile = logdir / "pgbouncer.log"
+    pgm = pgmux_factory({"logfile": str(logfile), "log_connections": 1})
+    with psycopg.connect(pgm.dsn(), autocommit=True) as conn:
+        conn.execute("select 1")
+    wait_for(lambda: "login attempt" in logfile.read_text())
+    rotated = logdir / "pgbouncer.log.1"
+    logfile.rename(rotated)
+    pgm.signal(signal.SIGHUP)
+    wait_for(lambda: "got SIGHUP" in pgm.logs())
+    # NOTE: the file is opened again by name at the next line, as it is written.
+    with psycopg.connect(pgm.dsn(), autocommit=True) as conn:
+        conn.execute("select 2")
+    wait_for(lambda: logfile.exists() and "login attempt" in logfile.read_text())
+    assert "got SIGHUP" in rotated.read_text()
+    if os.geteuid() == 0:
+        # NOTE: made by the process after it dropped root: owned by the -u user.
+        assert logfile.stat().st_uid != 0
