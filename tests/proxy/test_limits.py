@@ -128,6 +128,21 @@ def test_next_host_disable_stays_until_a_failure() -> None:
     assert seen == [0, 0, 1, 1, 2, 0]
 
 
+@pytest.mark.parametrize(("host", "counter", "round_robin", "failed", "order", "after"), [
+    ("a,b,c", 0, True, False, ("a", "b", "c"), 1),
+    ("a,b,c", 1, True, False, ("b", "c", "a"), 2),
+    ("a,b,c", 5, True, False, ("c", "a", "b"), 6),
+    ("a,b,c", 0, False, False, ("a", "b", "c"), 0),   # NOTE: disable stays on its host
+    ("a,b,c", 0, False, True, ("b", "c", "a"), 1),    # ... until a connect to it failed
+    ("a, b ,", 1, True, False, ("b", "a"), 2),         # NOTE: spaces and empty items dropped
+    ("db1", 4, True, True, ("db1",), 4),
+    (None, 0, True, False, (None,), 0),                # NOTE: no host: the Unix socket
+])
+def test_hosts_in_order(host: str | None, counter: int, round_robin: bool, failed: bool,
+                        order: tuple[str | None, ...], after: int) -> None:
+    assert lim.hosts_in_order(host, counter, round_robin, failed) == (order, after)
+
+
 def test_next_host_single_host() -> None:
     assert lim.next_host(1, 7, True, True) == (0, 7)
 

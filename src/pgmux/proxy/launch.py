@@ -127,16 +127,15 @@ class Launcher:
         picks; a failed connect moves to the next host of the list at once (each host tried
         once), so one bad host costs its clients no error while another is up."""
         pool = server.pool
-        hosts = limits.split_hosts(pool.host)
-        index, pool.host_counter = limits.next_host(len(hosts), pool.host_counter,
-                                                    pool.round_robin, pool.host_failed)
+        hosts, pool.host_counter = limits.hosts_in_order(pool.host, pool.host_counter,
+                                                         pool.round_robin, pool.host_failed)
         reason = ""
-        for attempt in range(len(hosts)):
-            server.host = hosts[(index + attempt) % len(hosts)]
+        for attempt, host in enumerate(hosts):
+            server.host = host
             if attempt:
                 # NOTE: each host gets its own server_connect_timeout (the janitor's clock).
                 server.connect_time = monotonic()
-            reason = await self._connect_host(server)
+            reason = await open_server(server, host, server.port, self.pooler.settings)
             if not reason:
                 pool.host_failed = False
                 return
@@ -148,23 +147,6 @@ class Launcher:
                 if not pool.round_robin:
                     pool.host_counter += 1  # NOTE: disable: stay on the host that answers
         server.login_failed(reason, transient=True)
-
-    async def _connect_host(self, server: ServerConnection) -> str:
-        """Connect server to server.host; "" when connected, else why not."""
-        loop = asyncio.get_running_loop()
-        host = server.host or self.pooler.settings.unix_socket_dir or "/tmp"
-        try:
-            if host.startswith("/"):
-                coro: Any = loop.create_unix_connection(
-                    lambda: server, os.path.join(host, f".s.PGSQL.{server.port}"))
-            else:
-                coro = loop.create_connection(lambda: server, host, server.port)
-            await asyncio.wait_for(coro, timeout=self.pooler.settings.server_connect_timeout
-                                   or None)
-        except (TimeoutError, OSError) as exc:
-            return "connect timeout" if isinstance(exc, asyncio.TimeoutError) else \
-                f"connect failed: {exc.strerror or exc}"
-        return ""
 
     # ---- the outcome of a login -------------------------------------------------------------
     def logged_in(self, server: ServerConnection, ready: bool) -> None:
@@ -239,3 +221,23 @@ class Launcher:
 def retry_text(error: str) -> str:
     """PgBouncer 1.24+'s refusal while server_login_retry runs, with the cached error."""
     return f"server login has been failing, cached error: {error} (server_login_retry)"
+
+
+async def open_server(protocol: asyncio.BaseProtocol, host: str | None, port: int,
+                      settings: Any) -> str:
+    """Connect protocol to a server: host:port, or the Unix socket in a host (or
+    unix_socket_dir) that is a directory; within server_connect_timeout. "" when connected,
+    else why not (pooled and replication server logins alike)."""
+    loop = asyncio.get_running_loop()
+    where = host or settings.unix_socket_dir or "/tmp"
+    try:
+        if where.startswith("/"):
+            coro: Any = loop.create_unix_connection(
+                lambda: protocol, os.path.join(where, f".s.PGSQL.{port}"))
+        else:
+            coro = loop.create_connection(lambda: protocol, where, port)
+        await asyncio.wait_for(coro, timeout=settings.server_connect_timeout or None)
+    except (TimeoutError, OSError) as exc:
+        return "connect timeout" if isinstance(exc, asyncio.TimeoutError) else \
+            f"connect failed: {exc.strerror or exc}"
+    return ""

@@ -118,3 +118,13 @@ def next_host(count: int, counter: int, round_robin: bool, last_failed: bool) ->
     if round_robin:
         counter += 1
     return index, counter
+
+
+def hosts_in_order(host: str | None, counter: int, round_robin: bool, last_failed: bool
+                   ) -> tuple[tuple[str | None, ...], int]:
+    """The hosts of a host= value in the order the next server connection tries them (the
+    one load_balance_hosts picks first, then the rest of the list after it), and the pool's
+    counter after it."""
+    hosts = split_hosts(host)
+    index, counter = next_host(len(hosts), counter, round_robin, last_failed)
+    return hosts[index:] + hosts[:index], counter

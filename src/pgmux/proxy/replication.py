@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from pgmux.auth import ANSWER_FAILED, AuthError, ServerLogin
 from pgmux.protocol import messages as m
 from pgmux.protocol.framing import Framer
 from pgmux.proxy import limits, tls
 from pgmux.proxy.client import Phase
+from pgmux.proxy.launch import open_server
 
 if TYPE_CHECKING:
     from pgmux.pool.pool import Pool
@@ -73,33 +73,15 @@ class ReplicationLink:
         """Connect to the pool's host, or with host=a,b,c to the one load_balance_hosts
         picks, moving to the next host when a connect fails (each host tried once)."""
         pool = self.pool
-        hosts = limits.split_hosts(pool.host)
-        index, pool.host_counter = limits.next_host(len(hosts), pool.host_counter,
-                                                    pool.round_robin, pool.host_failed)
+        hosts, pool.host_counter = limits.hosts_in_order(pool.host, pool.host_counter,
+                                                         pool.round_robin, pool.host_failed)
         reason = ""
-        for attempt in range(len(hosts)):
-            self.server.host = hosts[(index + attempt) % len(hosts)]
-            reason = await self._connect_host()
+        for host in hosts:
+            self.server.host = host
+            reason = await open_server(self.server, host, pool.port, self.pooler.settings)
             if not reason or self.closed:
                 return
         self.login_failed(reason)
-
-    async def _connect_host(self) -> str:
-        loop = asyncio.get_running_loop()
-        port = self.pool.port
-        host = self.server.host or self.pooler.settings.unix_socket_dir or "/tmp"
-        try:
-            if host.startswith("/"):
-                coro: Any = loop.create_unix_connection(
-                    lambda: self.server, os.path.join(host, f".s.PGSQL.{port}"))
-            else:
-                coro = loop.create_connection(lambda: self.server, host, port)
-            await asyncio.wait_for(coro, timeout=self.pooler.settings.server_connect_timeout
-                                   or None)
-        except (TimeoutError, OSError) as exc:
-            return "connect timeout" if isinstance(exc, asyncio.TimeoutError) else \
-                f"connect failed: {exc.strerror or exc}"
-        return ""
 
     # ---- the login's outcome ---------------------------------------------------------------
     def login_failed(self, message: str, raw_error: bytes = b"") -> None:
