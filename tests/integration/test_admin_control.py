@@ -4,30 +4,14 @@ SHUTDOWN WAIT_FOR_CLIENTS, with real clients in front of PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from typing import Any
 
 import asyncpg
 import psycopg
 import pytest
 
-from tests.integration.adminutil import admin, pool, wait_for
+from tests.integration.adminutil import admin, in_thread, pool, wait_for
 from tests.integration.conftest import Pgmux, PgmuxFactory
-
-
-def in_thread(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
-    out: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            out["value"] = fn()
-        except Exception as exc:  # noqa: BLE001 - reported by the test
-            out["error"] = exc
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t, out
 
 
 def test_pause_holds_a_new_query_until_resume(pgmux: Pgmux) -> None:

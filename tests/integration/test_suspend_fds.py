@@ -12,24 +12,10 @@ import psycopg
 import pytest
 
 from tests.faults.wire import WireClient, query
-from tests.integration.adminutil import admin, wait_for
+from tests.integration.adminutil import admin, in_thread, wait_for
 from tests.integration.conftest import Pgmux, PgmuxFactory
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def in_thread(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
-    out: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            out["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - the test reads it
-            out["error"] = exc
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t, out
 
 
 def _state(con: psycopg.Connection[Any]) -> dict[str, str]:
